@@ -1,0 +1,37 @@
+# gridflow — the two commands of the README are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check lint format typecheck contracts lock clean
+
+$(STAMP): requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	touch $(STAMP)
+
+run: $(STAMP)  ## the whole platform on this machine (embedded PostgreSQL and broker unless configured)
+	$(BIN)/python -m deploy.local_stack
+
+test: $(STAMP)  ## the test suite (servers from DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS, else embedded)
+	$(BIN)/python -m pytest
+
+check: $(STAMP)  ## lint, format check, types, import contracts, configuration, generated docs
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m libs.common.refdata.check --config config
+	$(BIN)/python -m libs.common.catalogue --check
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock:  ## refresh requirements.lock from pyproject.toml (needs uv)
+	uv pip compile pyproject.toml --group dev --generate-hashes --python-version 3.11 \
+		--no-header -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,129 @@
+"""PostgreSQL plumbing: the async engine bound to the service's own schema, migrations at start,
+and the two tables every service has (the outbox and the processed-event ledger).
+
+Each service's tables live in its own schema; connections set `search_path` to it, so table
+definitions and migrations stay schema-free and one database can host every service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+ALEMBIC_DIR = Path(__file__).parent / "alembic"
+MIGRATION_LOCK_ID = 0x67726964  # "grid": serialises migrations of concurrent instances
+
+plumbing = sa.MetaData()
+
+outbox = sa.Table(
+    "outbox",
+    plumbing,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False, unique=True),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("data", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("published_at", sa.DateTime(timezone=True)),
+    sa.Index("outbox_unpublished", "id", postgresql_where=sa.text("published_at IS NULL")),
+)
+
+processed_events = sa.Table(
+    "processed_events",
+    plumbing,
+    sa.Column("consumer", sa.Text, primary_key=True),
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def create_engine(database_url: str, *, schema: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"search_path": schema, "application_name": schema}},
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> bool:
+    try:
+        async with asyncio.timeout(3), engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+    except Exception:  # readiness reports any failure as not ready
+        return False
+    return True
+
+
+async def migrate(*, database_url: str, schema: str, versions_dir: Path) -> None:
+    """Bring the service's schema to the newest revision (safe with several instances starting)."""
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", str(versions_dir))
+    config.attributes["database_url"] = database_url
+    config.attributes["schema"] = schema
+    config.attributes["lock_id"] = MIGRATION_LOCK_ID
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+
+async def claim_event(
+    session: AsyncSession, *, consumer: str, event_id: str, now: datetime
+) -> bool:
+    """Record that `consumer` handled `event_id`; False when it already had (a redelivery)."""
+    statement = (
+        insert(processed_events)
+        .values(consumer=consumer, event_id=event_id, processed_at=now)
+        .on_conflict_do_nothing()
+        .returning(processed_events.c.event_id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+def create_plumbing_tables_v1() -> None:
+    """Migration step: the outbox and processed-event tables as of revision 1 (a frozen copy:
+    later changes to the tables above get their own migration step)."""
+    from alembic import op  # noqa: PLC0415
+
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("topic", sa.Text, nullable=False),
+        sa.Column("key", sa.Text, nullable=False),
+        sa.Column("event_id", sa.Text, nullable=False, unique=True),
+        sa.Column("event_type", sa.Text, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("data", JSONB, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True)),
+    )
+    op.create_index(
+        "outbox_unpublished", "outbox", ["id"], postgresql_where=sa.text("published_at IS NULL")
+    )
+    op.create_table(
+        "processed_events",
+        sa.Column("consumer", sa.Text, primary_key=True),
+        sa.Column("event_id", sa.Text, primary_key=True),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
+    )

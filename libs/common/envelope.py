@@ -1,0 +1,136 @@
+"""CloudEvents 1.0 in the Kafka protocol binding's binary content mode: our own small codec.
+
+Attributes travel as `ce_*` headers, `datacontenttype` as the `content-type` header, the JSON data as
+the record value, and the entity id (the case id for case topics) as the record key. Any CloudEvents
+SDK reads what this writes; tests/libs/common/test_envelope.py proves it both ways.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+SPECVERSION = "1.0"
+JSON_CONTENT_TYPE = "application/json"
+_REQUIRED = ("id", "source", "type", "specversion")
+_CORE = {"id", "source", "type", "specversion", "time", "subject", "dataschema"}
+
+
+class EnvelopeError(ValueError):
+    """A Kafka record that is not a well-formed binary-mode CloudEvent."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    id: str
+    source: str
+    type: str
+    time: datetime
+    data: Any
+    subject: str | None = None
+    key: str | None = None
+    dataschema: str | None = None
+    datacontenttype: str = JSON_CONTENT_TYPE
+    extensions: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def format_time(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise EnvelopeError("ce_time must be timezone-aware")
+    text = moment.astimezone(UTC).isoformat(timespec="microseconds")
+    return text.removesuffix("+00:00") + "Z"
+
+
+def encode(envelope: Envelope) -> KafkaRecord:
+    headers: list[tuple[str, bytes]] = [
+        ("ce_specversion", SPECVERSION.encode()),
+        ("ce_id", envelope.id.encode()),
+        ("ce_source", envelope.source.encode()),
+        ("ce_type", envelope.type.encode()),
+        ("ce_time", format_time(envelope.time).encode()),
+        ("content-type", envelope.datacontenttype.encode()),
+    ]
+    if envelope.subject is not None:
+        headers.append(("ce_subject", envelope.subject.encode()))
+    if envelope.dataschema is not None:
+        headers.append(("ce_dataschema", envelope.dataschema.encode()))
+    for name, text in sorted(envelope.extensions.items()):
+        if name in _CORE or not name.isalnum() or not name.islower():
+            raise EnvelopeError(f"invalid extension attribute name {name!r}")
+        headers.append((f"ce_{name}", text.encode()))
+    value = json.dumps(envelope.data, ensure_ascii=False, separators=(",", ":")).encode()
+    key = envelope.key.encode() if envelope.key is not None else None
+    return KafkaRecord(key=key, value=value, headers=headers)
+
+
+def decode(
+    key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]]
+) -> Envelope:
+    attributes: dict[str, str] = {}
+    content_type = None
+    for name, raw in headers:
+        lowered = name.lower()
+        try:
+            text = raw.decode()
+        except (UnicodeDecodeError, AttributeError) as exc:
+            raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
+        if lowered.startswith("ce_"):
+            attributes[lowered[3:]] = text
+        elif lowered == "content-type":
+            content_type = text
+    missing = [name for name in _REQUIRED if not attributes.get(name)]
+    if missing:
+        raise EnvelopeError(
+            f"missing CloudEvents attributes: {', '.join('ce_' + m for m in missing)}"
+        )
+    if attributes["specversion"] != SPECVERSION:
+        raise EnvelopeError(f"unsupported specversion {attributes['specversion']!r}")
+    media_type = (content_type or JSON_CONTENT_TYPE).split(";")[0].strip()
+    if media_type != JSON_CONTENT_TYPE and not media_type.endswith("+json"):
+        raise EnvelopeError(f"unsupported content-type {content_type!r}")
+    if value is None:
+        raise EnvelopeError("record has no value")
+    try:
+        data = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvelopeError(f"value is not JSON: {exc}") from exc
+    time = _parse_time(attributes.get("time"))
+    extensions = {k: v for k, v in attributes.items() if k not in _CORE and k != "partitionkey"}
+    try:
+        key_text = key.decode() if key is not None else None
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError("record key is not UTF-8") from exc
+    return Envelope(
+        id=attributes["id"],
+        source=attributes["source"],
+        type=attributes["type"],
+        time=time,
+        data=data,
+        subject=attributes.get("subject"),
+        key=key_text,
+        dataschema=attributes.get("dataschema"),
+        datacontenttype=content_type or JSON_CONTENT_TYPE,
+        extensions=extensions,
+    )
+
+
+def _parse_time(text: str | None) -> datetime:
+    if not text:
+        raise EnvelopeError("missing ce_time")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise EnvelopeError(f"ce_time {text!r} is not RFC 3339") from exc
+    if moment.tzinfo is None:
+        raise EnvelopeError(f"ce_time {text!r} has no offset")
+    return moment

@@ -1,0 +1,209 @@
+"""Payload models of every topic: the contract between services.
+
+docs/events.md, docs/schemas/*.json and docs/asyncapi.yaml are generated from these models
+(`python -m libs.common.catalogue --write`); CI fails when they are stale.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from libs.common.contract import (
+    CaseId,
+    CategoryCode,
+    Contract,
+    DepartmentCode,
+    LongText,
+    ShortText,
+    Timestamp,
+    UnitGridCode,
+)
+
+
+class Source(StrEnum):
+    GRID_WORKER = "grid_worker"
+    HOTLINE = "hotline"
+    CITYCARE = "citycare"
+    OPEN311 = "open311"
+    VIDEO = "video"
+    OPERATOR = "operator"
+
+
+class Urgency(StrEnum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    EMERGENCY = "emergency"
+
+
+class ExternalRef(Contract):
+    """The case's identity in the system it came from (the dedup key of a bridge)."""
+
+    system: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{1,63}$", examples=["hotline12345"])]
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class OriginCategory(Contract):
+    """The origin system's own classification; a code never travels without its standard."""
+
+    code: Annotated[str, Field(min_length=1, max_length=32)]
+    standard: Annotated[
+        str, Field(min_length=1, max_length=64, examples=["GB/T 30428.2-2013", "GB/T 47678.5-2026"])
+    ]
+    name: ShortText | None = None
+
+
+class Category(Contract):
+    code: CategoryCode
+    origin: OriginCategory | None = None
+
+
+class Coordinates(Contract):
+    """WGS-84 position."""
+
+    lat: Annotated[float, Field(ge=-90, le=90)]
+    lon: Annotated[float, Field(ge=-180, le=180)]
+
+
+class Location(Contract):
+    unit_grid: UnitGridCode | None = None
+    address: ShortText | None = None
+    coordinates: Coordinates | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Location:
+        if self.unit_grid is None and self.coordinates is None and self.address is None:
+            raise ValueError("a location needs a unit_grid, coordinates or an address")
+        return self
+
+
+class Reporter(Contract):
+    """Who reported: personal information lives only here, so it can be masked or withheld centrally."""
+
+    kind: Literal["grid_worker", "resident", "inspector", "system"]
+    worker_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    phone: Annotated[str, Field(pattern=r"^\+?[0-9-]{5,20}$")] | None = None
+    id_number: Annotated[str, Field(pattern=r"^[0-9]{17}[0-9Xx]$")] | None = None
+    anonymous: bool = False
+
+    def masked(self) -> Reporter:
+        """The same reporter with name, phone and ID number masked (DOMAIN.md §6)."""
+        return self.model_copy(
+            update={
+                "name": mask_name(self.name),
+                "phone": mask_phone(self.phone),
+                "id_number": mask_id_number(self.id_number),
+            }
+        )
+
+    def withheld(self) -> Reporter:
+        return Reporter(kind=self.kind, anonymous=True)
+
+
+def mask_name(name: str | None) -> str | None:
+    if not name:
+        return name
+    return name[0] + "*" * max(1, len(name) - 1)
+
+
+def mask_phone(phone: str | None) -> str | None:
+    if not phone or len(phone) < 7:
+        return phone and "*" * len(phone)
+    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+
+
+def mask_id_number(id_number: str | None) -> str | None:
+    if not id_number:
+        return id_number
+    return id_number[:6] + "*" * (len(id_number) - 10) + id_number[-4:]
+
+
+class AttachmentRef(Contract):
+    """A file stored content-addressed by the service that accepted it."""
+
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    media_type: Annotated[str, Field(pattern=r"^[a-z]+/[a-z0-9.+-]+$", examples=["image/jpeg"])]
+    size: Annotated[int, Field(ge=0)]
+    name: ShortText | None = None
+
+
+class CaseSubmitted(Contract):
+    """A new case from any source, accepted durably by the service that produced it."""
+
+    case_id: CaseId
+    source: Source
+    external_ref: ExternalRef | None = None
+    category: Category
+    urgency: Urgency = Urgency.ROUTINE
+    title: ShortText
+    description: LongText
+    location: Location
+    reporter: Reporter
+    attachments: Annotated[tuple[AttachmentRef, ...], Field(max_length=20)] = ()
+    occurred_at: Timestamp
+    reported_at: Timestamp
+
+
+class CaseState(StrEnum):
+    REPORTED = "reported"
+    TRIAGE = "triage"
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+
+class Transition(StrEnum):
+    RECEIVED = "received"
+    ASSIGNED = "assigned"
+    TRIAGED = "triaged"
+
+
+class RoutingSnapshot(Contract):
+    """Which rule of which rule-set version made a routing decision."""
+
+    rule_id: str | None
+    ruleset_version: str
+
+
+class Actor(Contract):
+    kind: Literal["system", "department", "operator", "partner"]
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class CaseLifecycleEvent(Contract):
+    """One transition of a case; `version` increases by one per transition of the same case."""
+
+    case_id: CaseId
+    version: Annotated[int, Field(ge=1)]
+    transition: Transition
+    from_state: CaseState | None
+    to_state: CaseState
+    at: Timestamp
+    actor: Actor
+    category: CategoryCode
+    unit_grid: UnitGridCode | None = None
+    department: DepartmentCode | None = None
+    routing: RoutingSnapshot | None = None
+    reason: ShortText | None = None
+
+
+class DeadLetter(Contract):
+    """A record a consumer could not decode or handle after its bounded retries."""
+
+    service: ShortText
+    consumer_group: ShortText
+    topic: ShortText
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    error: LongText
+    attempts: Annotated[int, Field(ge=1)]
+    failed_at: Timestamp
+    original_key: str | None
+    original_headers: dict[str, str]
+    original_value: str = Field(description="the original value, base64-encoded")
+    original_event_id: str | None = None

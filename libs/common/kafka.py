@@ -1,0 +1,288 @@
+"""Kafka plumbing on aiokafka: topic creation, a publisher, and the consumer loop every service uses.
+
+The loop commits an offset only after the handler (and its database transaction) succeeded, retries a
+failing record a bounded number of times, then dead-letters it with its coordinates and goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from libs.common.clock import Clock
+from libs.common.contract import Contract
+from libs.common.envelope import Envelope, EnvelopeError, decode, encode
+from libs.common.events import DeadLetter
+from libs.common.logs import log_context
+from libs.common.settings import ServiceSettings
+from libs.common.topics import DEADLETTER, PayloadError, Topic, build_envelope, parse_payload
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicNames:
+    """Maps catalogue topics to the names on the broker (a prefix isolates stacks and tests)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __call__(self, topic: Topic) -> str:
+        return self.prefix + topic.name
+
+
+async def ensure_topics(
+    *, bootstrap_servers: str, names: Iterable[str], partitions: int, replication_factor: int
+) -> None:
+    """Create topics explicitly (brokers may auto-create them with other settings)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        wanted = [
+            NewTopic(n, num_partitions=partitions, replication_factor=replication_factor)
+            for n in names
+        ]
+        response = await admin.create_topics(wanted)
+        for topic_name, code, *rest in response.topic_errors:
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                message = rest[0] if rest else ""
+                raise RuntimeError(f"creating topic {topic_name} failed: error {code} {message}")
+    finally:
+        await admin.close()
+
+
+def _producer(bootstrap_servers: str) -> AIOKafkaProducer:
+    # acks=all without the idempotent producer: the outbox and idempotent consumers give the
+    # guarantees (DESIGN.md: InitProducerId fails on the embedded broker).
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        linger_ms=2,
+        request_timeout_ms=15_000,
+        enable_idempotence=False,
+    )
+
+
+class Publisher:
+    """Publishes catalogue events as binary-mode CloudEvents; every send waits for acks=all."""
+
+    def __init__(self, *, bootstrap_servers: str, names: TopicNames, source: str) -> None:
+        self._producer = _producer(bootstrap_servers)
+        self._names = names
+        self.source = source
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(
+        self, topic: Topic, payload: Contract, *, key: str, now: datetime
+    ) -> Envelope:
+        envelope = build_envelope(topic, payload, source=self.source, key=key, now=now)
+        await self.send(topic, envelope)
+        return envelope
+
+    async def send(self, topic: Topic, envelope: Envelope) -> None:
+        await (await self.enqueue(topic, envelope))
+
+    async def enqueue(self, topic: Topic, envelope: Envelope) -> asyncio.Future[Any]:
+        """Hand a record to the producer's batch; the returned future resolves on acks=all."""
+        record = encode(envelope)
+        future: asyncio.Future[Any] = await self._producer.send(
+            self._names(topic), value=record.value, key=record.key, headers=record.headers
+        )
+        return future
+
+    async def ping(self) -> bool:
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=3)
+        except Exception:  # readiness reports any failure as not ready
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler gets: the decoded envelope, its typed payload, and where it came from."""
+
+    envelope: Envelope
+    payload: Contract
+    topic: str
+    partition: int
+    offset: int
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.handled = Counter(
+            "gridflow_consumer_records_total",
+            "Records consumed, by topic and outcome (ok, retried, dead_lettered)",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "gridflow_consumer_handler_seconds",
+            "Time a handler took per record",
+            ["topic"],
+            registry=registry,
+        )
+
+
+class ConsumerLoop:
+    """Consumes one catalogue topic in a consumer group and feeds a handler, one record at a time."""
+
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings,
+        topic: Topic,
+        group_id: str,
+        handler: Handler,
+        publisher: Publisher,
+        clock: Clock,
+        metrics: ConsumerMetrics,
+        names: TopicNames,
+    ) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._topic_name = names(topic)
+        self._group_id = group_id
+        self._handler = handler
+        self._publisher = publisher
+        self._clock = clock
+        self._metrics = metrics
+        self._stopping = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            self._topic_name,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            max_poll_records=200,
+        )
+        self.started = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop fetching; the record in hand is finished and committed before the loop returns."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        self.started.set()
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=300, max_records=200)
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._process(record)
+                        # commit per record: the handler's transaction is already durable
+                        await self._consumer.commit({tp: record.offset + 1})
+                        if self._stopping.is_set():
+                            break
+                    if self._stopping.is_set():
+                        break
+        finally:
+            await self._consumer.stop()
+
+    async def lag(self) -> int:
+        total = 0
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                total += max(0, high - await self._consumer.position(tp))
+        return total
+
+    async def _process(self, record: Any) -> None:
+        try:
+            envelope = decode(record.key, record.value, record.headers)
+            payload = parse_payload(self._topic, envelope)
+        except (EnvelopeError, PayloadError) as exc:
+            await self._dead_letter(record, f"undecodable: {exc}", attempts=1, event_id=None)
+            return
+        delivery = Delivery(envelope, payload, record.topic, record.partition, record.offset)
+        attempts = self._settings.kafka_handler_attempts
+        for attempt in range(1, attempts + 1):
+            with log_context(event_id=envelope.id, case_id=envelope.key):
+                try:
+                    with self._metrics.seconds.labels(self._topic.name).time():
+                        await self._handler(delivery)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning(
+                        "handler failed (attempt %d/%d): %s",
+                        attempt,
+                        attempts,
+                        type(exc).__name__,
+                        exc_info=attempt == attempts,
+                    )
+                    if attempt == attempts:
+                        await self._dead_letter(
+                            record, f"{type(exc).__name__}: {exc}", attempts, envelope.id
+                        )
+                        return
+                    self._metrics.handled.labels(self._topic.name, "retried").inc()
+                    await asyncio.sleep(self._settings.kafka_retry_backoff_ms / 1000 * attempt)
+                    continue
+            self._metrics.handled.labels(self._topic.name, "ok").inc()
+            return
+
+    async def _dead_letter(
+        self, record: Any, error: str, attempts: int, event_id: str | None
+    ) -> None:
+        key = record.key.decode(errors="replace") if record.key is not None else None
+        letter = DeadLetter(
+            service=self._publisher.source,
+            consumer_group=self._group_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=error[:4000],
+            attempts=attempts,
+            failed_at=self._clock.now(),
+            original_key=key,
+            original_headers={k: v.decode(errors="replace") for k, v in record.headers},
+            original_value=base64.b64encode(record.value or b"").decode(),
+            original_event_id=event_id,
+        )
+        log.error(
+            "dead-lettering %s[%d]@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            error.splitlines()[0][:200],
+        )
+        while True:  # never skip a record: if the broker is away, wait for it
+            try:
+                await self._publisher.publish(
+                    DEADLETTER,
+                    letter,
+                    key=key or f"{record.topic}/{record.partition}",
+                    now=self._clock.now(),
+                )
+                break
+            except Exception as exc:
+                log.warning("dead-letter publish failed, retrying: %s", type(exc).__name__)
+                await asyncio.sleep(1)
+        self._metrics.handled.labels(self._topic.name, "dead_lettered").inc()
+
+
+def topic_partitions(topic: str, partitions: Iterable[int]) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for p in partitions]

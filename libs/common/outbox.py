@@ -1,0 +1,167 @@
+"""Transactional outbox: an event is staged in the same transaction as the state it describes, and
+a relay publishes staged events in id order, marking them only after the broker acknowledged.
+
+Several relays may run (one per instance): rows are claimed with FOR UPDATE SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.common.clock import Clock
+from libs.common.contract import Contract
+from libs.common.db import outbox
+from libs.common.envelope import Envelope
+from libs.common.kafka import Publisher
+from libs.common.topics import CATALOGUE, Topic, build_envelope
+
+log = logging.getLogger(__name__)
+_TOPICS = {topic.name: topic for topic in CATALOGUE}
+
+
+async def stage(
+    session: AsyncSession,
+    *,
+    topic: Topic,
+    payload: Contract,
+    key: str,
+    source: str,
+    now: datetime,
+) -> Envelope:
+    envelope = build_envelope(topic, payload, source=source, key=key, now=now)
+    await session.execute(
+        sa.insert(outbox).values(
+            topic=topic.name,
+            key=key,
+            event_id=envelope.id,
+            event_type=envelope.type,
+            source=envelope.source,
+            event_time=envelope.time,
+            data=envelope.data,
+            created_at=now,
+        )
+    )
+    return envelope
+
+
+class OutboxMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.depth = Gauge(
+            "gridflow_outbox_depth", "Events staged but not yet published", registry=registry
+        )
+        self.age = Gauge(
+            "gridflow_outbox_oldest_age_seconds",
+            "Age of the oldest unpublished event (0 when empty)",
+            registry=registry,
+        )
+        self.publish_seconds = Histogram(
+            "gridflow_outbox_publish_seconds",
+            "Time from staging an event to the broker's acknowledgement",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        publisher: Publisher,
+        clock: Clock,
+        metrics: OutboxMetrics,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self._sessions = sessions
+        self._publisher = publisher
+        self._clock = clock
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                published = await self.drain_once()
+                await self._measure()
+                failures = 0
+            except Exception as exc:  # broker or database away: keep the rows, retry later
+                failures += 1
+                log.warning("outbox relay failed (%d in a row): %s", failures, type(exc).__name__)
+                published = 0
+                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+            if published == 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+
+    async def drain_once(self) -> int:
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    sa.select(outbox)
+                    .where(outbox.c.published_at.is_(None))
+                    .order_by(outbox.c.id)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            futures = [
+                await self._publisher.enqueue(_TOPICS[row.topic], _envelope(row)) for row in rows
+            ]
+            await asyncio.gather(*futures)
+            now = self._clock.now()
+            await session.execute(
+                sa.update(outbox)
+                .where(outbox.c.id.in_([row.id for row in rows]))
+                .values(published_at=now)
+            )
+            for row in rows:
+                self._metrics.publish_seconds.observe((now - row.created_at).total_seconds())
+            return len(rows)
+
+    async def _measure(self) -> None:
+        async with self._sessions() as session:
+            depth, oldest = (
+                await session.execute(
+                    sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
+                        outbox.c.published_at.is_(None)
+                    )
+                )
+            ).one()
+        self._metrics.depth.set(depth)
+        age = (self._clock.now() - oldest).total_seconds() if oldest is not None else 0.0
+        self._metrics.age.set(max(0.0, age))
+
+
+def _envelope(row: sa.Row[tuple[object, ...]]) -> Envelope:
+    mapping = row._mapping
+    return Envelope(
+        id=str(mapping["event_id"]),
+        source=str(mapping["source"]),
+        type=str(mapping["event_type"]),
+        time=mapping["event_time"],
+        subject=str(mapping["key"]),
+        key=str(mapping["key"]),
+        data=mapping["data"],
+    )

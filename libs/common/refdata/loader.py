@@ -1,0 +1,314 @@
+"""Load the reference-data folder and report every problem with its file and line."""
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from libs.common.refdata.models import (
+    TOWN_SEQUENCES,
+    UNIT_SEQUENCES,
+    VILLAGE_SEQUENCES,
+    CategoriesFile,
+    DepartmentsFile,
+    GridFile,
+    GridLevel,
+    GridNode,
+    GridTree,
+    Person,
+    ReferenceData,
+    RoutingFile,
+    RoutingTable,
+    child_code_problem,
+)
+from libs.common.refdata.yamlsource import Loc, YamlDocument, YamlSourceError, parse_yaml
+
+GRID_FILE = "grid.yaml"
+DEPARTMENTS_FILE = "departments.yaml"
+CATEGORIES_FILE = "categories.yaml"
+ROUTING_FILE = "routing.yaml"
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    file: str
+    line: int | None  # 1-based; None when the problem is the file as a whole
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """The reference data is unusable; `issues` lists every problem found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem at a path inside a schema-valid document."""
+
+    loc: Loc
+    reason: str
+    first: Loc | None = None  # for duplicates: where the value first appeared
+
+
+@dataclass(frozen=True)
+class Source(Generic[Schema]):
+    """One schema-valid file."""
+
+    file: str
+    raw: bytes
+    document: YamlDocument
+    model: Schema
+
+    def issues(self, findings: Iterable[Finding]) -> list[ConfigIssue]:
+        return [self._issue(finding) for finding in findings]
+
+    def _issue(self, finding: Finding) -> ConfigIssue:
+        reason = f"{dotted(finding.loc)}: {finding.reason}"
+        if finding.first is not None:
+            reason += f" (first at line {self.document.line_of(finding.first)})"
+        return ConfigIssue(self.file, self.document.line_of(finding.loc), reason)
+
+
+def load_reference_data(config_dir: Path) -> ReferenceData:
+    """Read, validate and cross-check the four reference files; ConfigError lists all issues."""
+    if not config_dir.is_dir():
+        raise ConfigError([ConfigIssue(str(config_dir), None, "config folder not found")])
+    grid, grid_issues = read_source(config_dir / GRID_FILE, GridFile)
+    departments, department_issues = read_source(config_dir / DEPARTMENTS_FILE, DepartmentsFile)
+    categories, category_issues = read_source(config_dir / CATEGORIES_FILE, CategoriesFile)
+    routing, routing_issues = read_source(config_dir / ROUTING_FILE, RoutingFile)
+    issues = [*grid_issues, *department_issues, *category_issues, *routing_issues]
+    if grid is not None:
+        issues += grid.issues(grid_findings(grid.model))
+    if departments is not None:
+        issues += departments.issues(department_findings(departments.model))
+    if categories is not None:
+        issues += categories.issues(category_findings(categories.model))
+    if routing is not None:
+        issues += routing.issues(
+            routing_findings(
+                routing.model,
+                departments=None if departments is None else departments.model,
+                categories=None if categories is None else categories.model,
+            )
+        )
+    if issues or grid is None or departments is None or categories is None or routing is None:
+        raise ConfigError(sorted(issues, key=lambda issue: (issue.file, issue.line or 0)))
+    return ReferenceData(
+        grid=build_grid_tree(grid.model),
+        departments=MappingProxyType({d.short_code: d for d in departments.model.departments}),
+        categories=MappingProxyType({c.code: c for c in categories.model.categories}),
+        routing=RoutingTable(
+            rules=routing.model.rules, version=routing_version(routing.model, routing.raw)
+        ),
+    )
+
+
+def read_source(
+    path: Path, schema: type[Schema]
+) -> tuple[Source[Schema] | None, list[ConfigIssue]]:
+    """Parse and schema-validate one file: the Source, or None and the reasons why not."""
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, [ConfigIssue(file, None, "file not found")]
+    except OSError as error:
+        return None, [ConfigIssue(file, None, f"cannot read file: {error.strerror}")]
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        return None, [ConfigIssue(file, raw[: error.start].count(b"\n") + 1, "not valid UTF-8")]
+    try:
+        document = parse_yaml(text)
+    except YamlSourceError as error:
+        return None, [ConfigIssue(file, problem.line, problem.reason) for problem in error.problems]
+    try:
+        model = schema.model_validate(document.data)
+    except ValidationError as error:
+        return None, [
+            ConfigIssue(file, document.line_of(detail["loc"]), schema_reason(detail))
+            for detail in error.errors()
+        ]
+    return Source(file=file, raw=raw, document=document, model=model), []
+
+
+def schema_reason(detail: ErrorDetails) -> str:
+    """A one-line reason for a pydantic error, prefixed with the path of the offending value."""
+    kind = detail["type"]
+    if kind == "missing":
+        message = "required field is missing"
+    elif kind == "extra_forbidden":
+        message = "unknown field"
+    elif kind in {"model_type", "model_attributes_type", "dict_type"}:
+        message = "expected a mapping of fields"
+    elif kind == "value_error" and "ctx" in detail:
+        message = str(detail["ctx"]["error"])
+    else:
+        message = detail["msg"]
+    where = dotted(detail["loc"])
+    return f"{where}: {message}" if where else message
+
+
+def dotted(loc: Iterable[str | int]) -> str:
+    """("towns", 3, "villages", 0, "code") -> "towns[3].villages[0].code"."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".")
+
+
+# --- checks on schema-valid files ---------------------------------------------------------------
+
+
+def duplicate_findings(values: Iterable[tuple[Loc, str]], what: str) -> list[Finding]:
+    first: dict[str, Loc] = {}
+    findings = []
+    for loc, value in values:
+        if value in first:
+            findings.append(Finding(loc, f"duplicate {what} {value!r}", first=first[value]))
+        else:
+            first[value] = loc
+    return findings
+
+
+@dataclass(frozen=True)
+class _GridEntry:
+    loc: Loc
+    code: str
+    parent_code: str
+    sequences: range
+    kind: str
+
+
+def _grid_entries(grid: GridFile) -> Iterator[_GridEntry]:
+    for t, town in enumerate(grid.towns):
+        town_loc: Loc = ("towns", t)
+        yield _GridEntry(town_loc, town.code, grid.city.code, TOWN_SEQUENCES[town.kind], town.kind)
+        for v, village in enumerate(town.villages):
+            village_loc: Loc = (*town_loc, "villages", v)
+            sequences = VILLAGE_SEQUENCES[village.kind]
+            yield _GridEntry(village_loc, village.code, town.code, sequences, village.kind)
+            for g, unit in enumerate(village.grids):
+                unit_loc: Loc = (*village_loc, "grids", g)
+                yield _GridEntry(unit_loc, unit.code, village.code, UNIT_SEQUENCES, "unit grid")
+
+
+def grid_findings(grid: GridFile) -> list[Finding]:
+    """Codes nest under their parent in the range of their kind, are unique; sectors exist."""
+    entries = list(_grid_entries(grid))
+    findings = duplicate_findings(
+        ((("sectors", i, "id"), sector.id) for i, sector in enumerate(grid.sectors)), "sector id"
+    )
+    sector_ids = sorted({sector.id for sector in grid.sectors})
+    for t, town in enumerate(grid.towns):
+        if town.sector not in sector_ids:
+            reason = f"unknown sector {town.sector!r}; sectors are {', '.join(sector_ids)}"
+            findings.append(Finding(("towns", t, "sector"), reason))
+    for entry in entries:
+        problem = child_code_problem(entry.code, entry.parent_code, entry.sequences, entry.kind)
+        if problem is not None:
+            findings.append(Finding((*entry.loc, "code"), problem))
+    codes: list[tuple[Loc, str]] = [(("city", "code"), grid.city.code)]
+    codes += [((*entry.loc, "code"), entry.code) for entry in entries]
+    return findings + duplicate_findings(codes, "code")
+
+
+def department_findings(departments: DepartmentsFile) -> list[Finding]:
+    indexed = list(enumerate(departments.departments))
+    return [
+        *duplicate_findings(
+            ((("departments", i, "short_code"), d.short_code) for i, d in indexed), "short_code"
+        ),
+        *duplicate_findings(((("departments", i, "code"), d.code) for i, d in indexed), "code"),
+    ]
+
+
+def category_findings(categories: CategoriesFile) -> list[Finding]:
+    return duplicate_findings(
+        ((("categories", i, "code"), c.code) for i, c in enumerate(categories.categories)), "code"
+    )
+
+
+def routing_findings(
+    routing: RoutingFile,
+    *,
+    departments: DepartmentsFile | None,
+    categories: CategoriesFile | None,
+) -> list[Finding]:
+    """Rule ids are unique, and, when those files are valid, departments and prefixes resolve.
+
+    A category no rule reaches is fine: its cases go to triage.
+    """
+    findings = duplicate_findings(
+        ((("rules", i, "id"), rule.id) for i, rule in enumerate(routing.rules)), "rule id"
+    )
+    if departments is not None:
+        known = sorted(d.short_code for d in departments.departments)
+        for i, rule in enumerate(routing.rules):
+            if rule.department not in known:
+                reason = (
+                    f"unknown department {rule.department!r}; known short codes: {', '.join(known)}"
+                )
+                findings.append(Finding(("rules", i, "department"), reason))
+    if categories is not None:
+        codes = [c.code for c in categories.categories]
+        for i, rule in enumerate(routing.rules):
+            if not any(code.startswith(rule.category_prefix) for code in codes):
+                reason = f"category_prefix {rule.category_prefix!r} matches no category"
+                findings.append(Finding(("rules", i, "match", "category_prefix"), reason))
+    return findings
+
+
+# --- building the runtime values ----------------------------------------------------------------
+
+
+def build_grid_tree(grid: GridFile) -> GridTree:
+    """The indexed tree of a grid file that passed `grid_findings`."""
+    city = grid.city
+    nodes: list[GridNode] = []
+    for town in grid.towns:
+        nodes.append(_node(town.code, GridLevel.TOWN, town.name, city.code, town.responsible))
+        for village in town.villages:
+            nodes.append(
+                _node(village.code, GridLevel.VILLAGE, village.name, town.code, village.responsible)
+            )
+            nodes += [
+                _node(unit.code, GridLevel.UNIT, unit.name, village.code, unit.responsible)
+                for unit in village.grids
+            ]
+    return GridTree(
+        city=GridNode(
+            code=city.code,
+            level=GridLevel.CITY,
+            name=city.name,
+            parent_code=None,
+            responsible=city.responsible,
+        ),
+        sectors=grid.sectors,
+        nodes=nodes,
+        town_sectors={town.code: town.sector for town in grid.towns},
+    )
+
+
+def _node(code: str, level: GridLevel, name: str, parent: str, responsible: Person) -> GridNode:
+    return GridNode(code=code, level=level, name=name, parent_code=parent, responsible=responsible)
+
+
+def routing_version(routing: RoutingFile, raw: bytes) -> str:
+    """The declared version plus a hash of the file bytes, so any edit changes it."""
+    return f"v{routing.version}-{hashlib.sha256(raw).hexdigest()[:12]}"

@@ -1,0 +1,392 @@
+"""Reference-data models: the grid tree, departments, categories and routing rules.
+
+The `*Spec` and `*File` models are the YAML schema; `GridTree`, `RoutingTable` and `ReferenceData`
+are what the rest of gridflow reads once the loader has validated every file.
+"""
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PositiveInt,
+    StringConstraints,
+    field_validator,
+)
+
+
+class FrozenModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GridLevel(StrEnum):
+    CITY = "city"
+    TOWN = "town"
+    VILLAGE = "village"
+    UNIT = "unit"
+
+
+class TownKind(StrEnum):
+    SUBDISTRICT = "subdistrict"  # 街道
+    TOWN = "town"  # 镇
+    TOWNSHIP = "township"  # 乡
+
+
+class VillageKind(StrEnum):
+    COMMUNITY = "community"  # 社区/居委会
+    VILLAGE = "village"  # 村委会
+
+
+# The 3-digit part of a division code tells its kind (statistical division code rules).
+TOWN_SEQUENCES: Mapping[TownKind, range] = {
+    TownKind.SUBDISTRICT: range(1, 100),
+    TownKind.TOWN: range(100, 200),
+    TownKind.TOWNSHIP: range(200, 400),
+}
+VILLAGE_SEQUENCES: Mapping[VillageKind, range] = {
+    VillageKind.COMMUNITY: range(1, 200),
+    VillageKind.VILLAGE: range(200, 400),
+}
+UNIT_SEQUENCES = range(1, 1000)
+CODE_LENGTHS: Mapping[GridLevel, int] = {
+    GridLevel.CITY: 6,
+    GridLevel.TOWN: 9,
+    GridLevel.VILLAGE: 12,
+    GridLevel.UNIT: 15,
+}
+
+
+def _digit_code(level: GridLevel) -> AfterValidator:
+    length = CODE_LENGTHS[level]
+    label = "unit grid" if level is GridLevel.UNIT else str(level)
+
+    def check(value: str) -> str:
+        if len(value) != length or not (value.isascii() and value.isdigit()):
+            raise ValueError(
+                f"{label} code must be {length} digits, got {value!r} ({len(value)} characters)"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _non_empty(value: object) -> object:
+    # Checked before item validation: a min_length would also fire when only an item is invalid.
+    if isinstance(value, list | tuple) and not value:
+        raise ValueError("must list at least one entry")
+    return value
+
+
+CityCode = Annotated[str, _digit_code(GridLevel.CITY)]
+TownCode = Annotated[str, _digit_code(GridLevel.TOWN)]
+VillageCode = Annotated[str, _digit_code(GridLevel.VILLAGE)]
+UnitGridCode = Annotated[str, _digit_code(GridLevel.UNIT)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+NonEmpty = BeforeValidator(_non_empty)
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
+
+
+def child_code_problem(code: str, parent_code: str, sequences: range, kind: str) -> str | None:
+    """Why `code` cannot be a `kind` child of `parent_code`, or None if it can."""
+    if not code.startswith(parent_code):
+        return f"code {code!r} does not start with its parent's code {parent_code!r}"
+    sequence = int(code[len(parent_code) :])
+    if sequence not in sequences:
+        first, last = sequences[0], sequences[-1]
+        return (
+            f"code {code!r}: a {kind} takes a sequence in {first:03d}-{last:03d},"
+            f" got {sequence:03d}"
+        )
+    return None
+
+
+# --- grid ---------------------------------------------------------------------------------------
+
+
+class Person(FrozenModel):
+    """A grid's first responsible person (第一责任人)."""
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
+    title: Name | None = None
+
+
+class Sector(FrozenModel):
+    """A city-level grid (片区) led by a city leader; every town belongs to one."""
+
+    id: Annotated[str, StringConstraints(pattern=r"^S[1-9][0-9]*$")]
+    name: Name
+    responsible: Person
+
+
+class GridNode(FrozenModel):
+    code: str
+    level: GridLevel
+    name: str
+    parent_code: str | None
+    responsible: Person
+
+
+class UnitGridSpec(FrozenModel):
+    code: UnitGridCode
+    name: Name
+    responsible: Person
+
+
+class VillageSpec(FrozenModel):
+    code: VillageCode
+    name: Name
+    kind: VillageKind
+    responsible: Person
+    grids: Annotated[tuple[UnitGridSpec, ...], NonEmpty]
+
+
+class TownSpec(FrozenModel):
+    code: TownCode
+    name: Name
+    kind: TownKind
+    sector: str
+    responsible: Person
+    villages: Annotated[tuple[VillageSpec, ...], NonEmpty]
+
+
+class CitySpec(FrozenModel):
+    code: CityCode
+    name: Name
+    responsible: Person
+
+
+class GridFile(FrozenModel):
+    """Schema of grid.yaml: the nested city → town → village → unit grid tree."""
+
+    city: CitySpec
+    sectors: Annotated[tuple[Sector, ...], NonEmpty]
+    towns: Annotated[tuple[TownSpec, ...], NonEmpty]
+
+
+class GridTree:
+    """The validated four-level grid tree, indexed by code."""
+
+    def __init__(
+        self,
+        *,
+        city: GridNode,
+        sectors: Iterable[Sector],
+        nodes: Iterable[GridNode],
+        town_sectors: Mapping[str, str],
+    ) -> None:
+        self.city = city
+        self.sectors = tuple(sectors)
+        self._nodes: dict[str, GridNode] = {city.code: city}
+        self._children: dict[str, list[GridNode]] = {city.code: []}
+        for node in nodes:
+            siblings = self._children.get(node.parent_code or "")
+            if node.code in self._nodes or siblings is None:
+                raise ValueError(
+                    f"grid node {node.code!r} is duplicated or comes before its parent"
+                )
+            siblings.append(node)
+            self._nodes[node.code] = node
+            self._children[node.code] = []
+        sector_by_id = {sector.id: sector for sector in self.sectors}
+        self._town_sectors = {town: sector_by_id[sid] for town, sid in town_sectors.items()}
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._nodes
+
+    def node(self, code: str) -> GridNode:
+        """The node with this code; KeyError if unknown."""
+        return self._nodes[code]
+
+    def get(self, code: str) -> GridNode | None:
+        return self._nodes.get(code)
+
+    def children(self, code: str) -> tuple[GridNode, ...]:
+        return tuple(self._children[code])
+
+    def ancestors(self, code: str) -> list[GridNode]:
+        """Parent first, city last; empty for the city."""
+        result: list[GridNode] = []
+        parent_code = self.node(code).parent_code
+        while parent_code is not None:
+            parent = self._nodes[parent_code]
+            result.append(parent)
+            parent_code = parent.parent_code
+        return result
+
+    def is_within(self, code: str, ancestor_code: str) -> bool:
+        """True if `code` is `ancestor_code` or below it; KeyError if either is unknown."""
+        self.node(ancestor_code)
+        return code == ancestor_code or any(
+            node.code == ancestor_code for node in self.ancestors(code)
+        )
+
+    def town_of(self, code: str) -> GridNode:
+        """The town containing a village or unit grid, or the town itself."""
+        node = self.node(code)
+        for candidate in [node, *self.ancestors(code)]:
+            if candidate.level is GridLevel.TOWN:
+                return candidate
+        raise ValueError(f"{code!r} is the city, which is not within a town")
+
+    def sector_of(self, code: str) -> Sector:
+        """The sector (片区) of the town containing `code`."""
+        return self._town_sectors[self.town_of(code).code]
+
+    def _at_level(self, level: GridLevel) -> tuple[GridNode, ...]:
+        return tuple(node for node in self._nodes.values() if node.level is level)
+
+    @property
+    def towns(self) -> tuple[GridNode, ...]:
+        return self._at_level(GridLevel.TOWN)
+
+    @property
+    def villages(self) -> tuple[GridNode, ...]:
+        return self._at_level(GridLevel.VILLAGE)
+
+    @property
+    def unit_grids(self) -> tuple[GridNode, ...]:
+        return self._at_level(GridLevel.UNIT)
+
+
+# --- departments ------------------------------------------------------------------------------
+
+USCC_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+SECRET_ENV_PATTERN = re.compile(r"^GRIDFLOW_[A-Z0-9_]+$")
+# Query keys that suggest a credential was pasted into a receiver URL.
+_SECRET_QUERY_KEY = re.compile(r"secret|token|key|pass|sig|auth", re.IGNORECASE)
+
+
+def uscc_check_char(first17: str) -> str:
+    """The 18th character of a unified social credit code (GB 32100-2015)."""
+    if len(first17) != 17 or any(char not in USCC_CHARSET for char in first17):
+        raise ValueError(f"need 17 characters from {USCC_CHARSET}, got {first17!r}")
+    total = sum(
+        USCC_CHARSET.index(char) * weight
+        for char, weight in zip(first17, USCC_WEIGHTS, strict=True)
+    )
+    return USCC_CHARSET[(31 - total % 31) % 31]
+
+
+def _uscc(value: str) -> str:
+    if len(value) != 18:
+        raise ValueError(f"unified social credit code must be 18 characters, got {len(value)}")
+    bad = sorted({char for char in value if char not in USCC_CHARSET})
+    if bad:
+        raise ValueError(f"unified social credit code contains invalid characters {bad}")
+    expected = uscc_check_char(value[:17])
+    if value[17] != expected:
+        raise ValueError(
+            f"unified social credit code {value!r} fails its check digit"
+            f" (expected {expected!r}, got {value[17]!r})"
+        )
+    return value
+
+
+def _secret_env(value: str) -> str:
+    if not SECRET_ENV_PATTERN.fullmatch(value):
+        # Never echo the value: it may be the secret itself.
+        raise ValueError(
+            "secret_env must be the NAME of an environment variable matching"
+            f" {SECRET_ENV_PATTERN.pattern}, never the secret itself"
+        )
+    return value
+
+
+Uscc = Annotated[str, AfterValidator(_uscc)]
+SecretEnvName = Annotated[str, AfterValidator(_secret_env)]
+ShortCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
+
+
+class WebhookReceiver(FrozenModel):
+    """Where a department receives cases: a Standard Webhooks endpoint."""
+
+    kind: Literal["webhook"]
+    url: AnyHttpUrl
+    secret_env: SecretEnvName
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        if url.username or url.password:
+            raise ValueError("url must not contain credentials; name an env var in secret_env")
+        if any(_SECRET_QUERY_KEY.search(key) for key, _ in url.query_params()):
+            raise ValueError("url query must not carry secrets; name an env var in secret_env")
+        return url
+
+
+class Department(FrozenModel):
+    code: Uscc
+    name: Name
+    short_name: Name
+    short_code: ShortCode
+    receiver: WebhookReceiver
+
+
+class DepartmentsFile(FrozenModel):
+    departments: Annotated[tuple[Department, ...], NonEmpty]
+
+
+# --- categories ---------------------------------------------------------------------------------
+
+
+class Category(FrozenModel):
+    code: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]*\.[a-z][a-z_]*$")]
+    name: Name
+    description: str | None = None
+
+
+class CategoriesFile(FrozenModel):
+    categories: Annotated[tuple[Category, ...], NonEmpty]
+
+
+# --- routing ------------------------------------------------------------------------------------
+
+
+class RuleMatch(FrozenModel):
+    category_prefix: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_.]*$")]
+
+
+class RoutingRule(FrozenModel):
+    id: Slug
+    match: RuleMatch
+    department: str  # a Department.short_code
+
+    @property
+    def category_prefix(self) -> str:
+        return self.match.category_prefix
+
+
+class RoutingFile(FrozenModel):
+    version: PositiveInt
+    rules: tuple[RoutingRule, ...]
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    rules: tuple[RoutingRule, ...]
+    version: str  # "v<declared>-<sha256 of the file, 12 hex>": any edit changes it
+
+
+# --- the whole set ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    grid: GridTree
+    departments: Mapping[str, Department]  # by short_code
+    categories: Mapping[str, Category]  # by code
+    routing: RoutingTable
+
+    def department_by_code(self, uscc: str) -> Department | None:
+        return next((dep for dep in self.departments.values() if dep.code == uscc), None)

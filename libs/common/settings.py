@@ -1,0 +1,73 @@
+"""Typed settings shared by every service; each service extends `ServiceSettings`.
+
+Every variable is documented in docs/configuration.md (a test keeps the two in step).
+Nothing is read at import time: `__main__` builds the settings and hands them to `create_app`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRIDFLOW_", frozen=True, extra="ignore")
+
+    service_name: ClassVar[str] = "gridflow"
+    default_port: ClassVar[int] = 8000
+
+    database_url: str = Field(
+        validation_alias="DATABASE_URL",
+        description="PostgreSQL URL for SQLAlchemy with asyncpg, e.g. "
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+    )
+    kafka_bootstrap_servers: str = Field(
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="comma-separated host:port list of the Kafka brokers",
+    )
+    db_schema: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema the service owns; defaults to the service name",
+    )
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[a-zA-Z0-9._-]*$",
+        description="prefix for every topic name (isolates stacks sharing one broker)",
+    )
+    config_dir: Path = Field(default=Path("config"), description="reference-data folder")
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(default=None, ge=1, le=65535)
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token Prometheus must present at /metrics; unset = /metrics refused",
+    )
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    kafka_handler_attempts: int = Field(
+        default=5, ge=1, le=50, description="tries per message before it is dead-lettered"
+    )
+    kafka_retry_backoff_ms: int = Field(default=200, ge=0)
+    kafka_partitions: int = Field(
+        default=4, ge=1, description="partitions of topics created at start"
+    )
+    kafka_replication_factor: int = Field(default=1, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("must be a postgresql+asyncpg:// URL (PostgreSQL is the only engine)")
+        return value
+
+    @property
+    def schema_name(self) -> str:
+        return self.db_schema or self.service_name
+
+    @property
+    def port(self) -> int:
+        return self.http_port or self.default_port

@@ -1,0 +1,89 @@
+"""The topic catalogue: the one place that names topics, their keys and the events they carry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from libs.common.contract import Contract
+from libs.common.envelope import Envelope, EnvelopeError
+from libs.common.events import CaseLifecycleEvent, CaseSubmitted, DeadLetter
+from libs.common.ids import new_event_id
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str
+    description: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    events: Mapping[str, type[Contract]]
+
+    def event_type(self, payload: Contract) -> str:
+        for ce_type, model in self.events.items():
+            if type(payload) is model:
+                return ce_type
+        raise TypeError(f"{type(payload).__name__} is not carried by topic {self.name}")
+
+
+CASES_SUBMITTED = Topic(
+    name="cases.submitted",
+    key="case_id",
+    description="New cases from every source, accepted durably by their producer.",
+    producers=("intake", "hotline_bridge", "citycare_bridge"),
+    consumers=("dispatch",),
+    events={"gridflow.case.submitted": CaseSubmitted},
+)
+CASES_LIFECYCLE = Topic(
+    name="cases.lifecycle",
+    key="case_id",
+    description="Every transition of every case, in order per case, with the case's new version.",
+    producers=("dispatch",),
+    consumers=("sla", "hotline_bridge", "citycare_bridge", "intake", "operators"),
+    events={"gridflow.case.lifecycle": CaseLifecycleEvent},
+)
+DEADLETTER = Topic(
+    name="deadletter",
+    key="original record key",
+    description="Records a consumer could not decode or handle after bounded retries.",
+    producers=("every consumer",),
+    consumers=("operators",),
+    events={"gridflow.deadletter": DeadLetter},
+)
+
+CATALOGUE: tuple[Topic, ...] = (CASES_SUBMITTED, CASES_LIFECYCLE, DEADLETTER)
+
+
+class PayloadError(ValueError):
+    """An envelope whose type or data does not fit the topic's contract."""
+
+
+def build_envelope(
+    topic: Topic, payload: Contract, *, source: str, key: str, now: datetime
+) -> Envelope:
+    return Envelope(
+        id=new_event_id(now),
+        source=source,
+        type=topic.event_type(payload),
+        time=now,
+        subject=key,
+        key=key,
+        data=payload.model_dump(mode="json"),
+    )
+
+
+def parse_payload(topic: Topic, envelope: Envelope) -> Contract:
+    model = topic.events.get(envelope.type)
+    if model is None:
+        raise PayloadError(f"event type {envelope.type!r} is not carried by topic {topic.name}")
+    try:
+        return model.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise PayloadError(f"{envelope.type}: {exc}") from exc
+
+
+__all__ = ["EnvelopeError"]

@@ -1,0 +1,135 @@
+"""What every service's HTTP app has: /healthz, /readyz, token-protected /metrics, request metrics,
+and one error shape for refused input (status, field path, reason)."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import SecretStr
+from starlette.routing import Match
+
+from libs.common.auth import AuthError
+
+ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool]]]
+
+
+class ApiError(Exception):
+    """A refusal with a status, a machine-readable code and, where it applies, the field path."""
+
+    def __init__(self, status: int, code: str, reason: str, path: str | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.code = code
+        self.reason = reason
+        self.path = path
+
+
+def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"path": _dotted(err["loc"]), "reason": err["msg"], "type": err["type"]}
+            for err in exc.errors()
+        ]
+        return JSONResponse({"error": "invalid_request", "detail": errors}, status_code=422)
+
+    @app.exception_handler(ApiError)
+    async def _refused(_: Request, exc: ApiError) -> JSONResponse:
+        detail: dict[str, str] = {"reason": exc.reason}
+        if exc.path:
+            detail["path"] = exc.path
+        return JSONResponse({"error": exc.code, "detail": [detail]}, status_code=exc.status)
+
+    @app.exception_handler(AuthError)
+    async def _unauthorised(_: Request, exc: AuthError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Bearer realm="gridflow"'} if exc.status == 401 else None
+        code = "unauthenticated" if exc.status == 401 else "forbidden"
+        return JSONResponse(
+            {"error": code, "detail": [{"reason": exc.reason}]},
+            status_code=exc.status,
+            headers=headers,
+        )
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(401, "missing bearer token")
+    return token.strip()
+
+
+def install_platform_routes(
+    app: FastAPI,
+    *,
+    registry: CollectorRegistry,
+    metrics_token: SecretStr | None,
+    readiness: ReadinessCheck,
+) -> None:
+    requests = Counter(
+        "gridflow_http_requests_total",
+        "HTTP requests by route template, method and status",
+        ["route", "method", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "gridflow_http_request_seconds",
+        "HTTP request latency by route template",
+        ["route", "method"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    )
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = _route_template(app, request)
+        latency.labels(route, request.method).observe(time.perf_counter() - started)
+        requests.labels(route, request.method, str(response.status_code)).inc()
+        return response
+
+    @app.get("/healthz", tags=["platform"], summary="the process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["platform"], summary="the broker and the database are reachable")
+    async def readyz() -> JSONResponse:
+        results = dict(await readiness())
+        status = 200 if all(results.values()) else 503
+        body = {"status": "ready" if status == 200 else "not_ready", "checks": results}
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics", tags=["platform"], summary="Prometheus metrics (bearer token)")
+    async def metrics(request: Request) -> Response:
+        if metrics_token is None:
+            raise AuthError(403, "metrics are disabled: GRIDFLOW_METRICS_TOKEN is not set")
+        offered = bearer_token(request)
+        if not hmac.compare_digest(offered.encode(), metrics_token.get_secret_value().encode()):
+            raise AuthError(401, "wrong metrics token")
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _route_template(app: FastAPI, request: Request) -> str:
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", "unknown"))
+    return "unmatched"

@@ -1,0 +1,105 @@
+"""dispatch's app: consumes `cases.submitted`, routes, delivers to departments, publishes
+`cases.lifecycle`. The department and operator APIs come with the dispatch issue."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from libs.common.clock import Clock, SystemClock
+from libs.common.kafka import ConsumerLoop
+from libs.common.refdata import ReferenceData
+from libs.common.runtime import Runtime
+from libs.common.topics import CASES_SUBMITTED
+from libs.common.web import install_error_handlers, install_platform_routes
+from services.dispatch.consumer import SubmittedCases
+from services.dispatch.settings import DispatchSettings
+from services.dispatch.webhooks import Deliverer
+
+VERSIONS = Path(__file__).parent / "migrations"
+
+
+class MissingSecretError(RuntimeError):
+    pass
+
+
+def department_secrets(refdata: ReferenceData, environ: Mapping[str, str]) -> dict[str, str]:
+    """Each department's webhook secret, read from the variable its receiver names."""
+    secrets: dict[str, str] = {}
+    missing = []
+    for code, department in refdata.departments.items():
+        value = environ.get(department.receiver.secret_env)
+        if not value:
+            missing.append(f"{department.receiver.secret_env} (department {code})")
+        else:
+            secrets[code] = value
+    if missing:
+        raise MissingSecretError("webhook secrets not set: " + ", ".join(missing))
+    return secrets
+
+
+def create_app(
+    settings: DispatchSettings,
+    *,
+    clock: Clock | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FastAPI:
+    runtime = Runtime(settings=settings, clock=clock or SystemClock(), versions_dir=VERSIONS)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        client = httpx.AsyncClient(follow_redirects=False)
+        try:
+            secrets = department_secrets(
+                runtime.refdata, os.environ if environ is None else environ
+            )
+            deliverer = Deliverer(
+                runtime=runtime, settings=settings, secrets=secrets, client=client
+            )
+            app.state.deliverer = deliverer
+            runtime.spawn(deliverer.run(), stop=deliverer.stop, name="deliverer")
+
+            def after_commit() -> None:
+                runtime.relay.wake()
+                deliverer.wake()
+
+            consumer = ConsumerLoop(
+                settings=settings,
+                topic=CASES_SUBMITTED,
+                group_id=settings.consumer_group,
+                handler=SubmittedCases(
+                    runtime=runtime, consumer="dispatch.submitted", on_commit=after_commit
+                ),
+                publisher=runtime.publisher,
+                clock=runtime.clock,
+                metrics=runtime.consumer_metrics,
+                names=runtime.names,
+            )
+            app.state.consumer = consumer
+            runtime.spawn(consumer.run(), stop=consumer.stop, name="cases-submitted")
+            yield
+        finally:
+            await runtime.stop()
+            await client.aclose()
+
+    app = FastAPI(
+        title="gridflow dispatch",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Routes every case to its department and follows it to closure.",
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    install_platform_routes(
+        app,
+        registry=runtime.registry,
+        metrics_token=settings.metrics_token,
+        readiness=runtime.ready,
+    )
+    return app

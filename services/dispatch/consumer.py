@@ -1,0 +1,106 @@
+"""dispatch's Kafka shell: a submitted case is stored, routed and queued for delivery in one
+transaction, with its lifecycle events staged in the outbox of that same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from libs.common.db import claim_event
+from libs.common.events import CaseLifecycleEvent, CaseSubmitted
+from libs.common.ids import new_event_id
+from libs.common.kafka import Delivery
+from libs.common.outbox import stage
+from libs.common.runtime import Runtime
+from libs.common.topics import CASES_LIFECYCLE
+from services.dispatch.delivery import DeliveryStatus, webhook_body
+from services.dispatch.lifecycle import admit
+from services.dispatch.models import CaseHistoryRow, CaseRow, DeliveryRow
+from services.dispatch.routing import route
+
+
+class SubmittedCases:
+    """Handler of `cases.submitted`; idempotent on the event id and on the case id."""
+
+    def __init__(self, *, runtime: Runtime, consumer: str, on_commit: Callable[[], None]) -> None:
+        self._runtime = runtime
+        self._consumer = consumer
+        self._on_commit = on_commit
+
+    async def __call__(self, delivery: Delivery) -> None:
+        case = delivery.payload
+        assert isinstance(case, CaseSubmitted)  # noqa: S101  # the topic carries only this type
+        runtime = self._runtime
+        now = runtime.clock.now()
+        async with runtime.sessions() as session, session.begin():
+            first = await claim_event(
+                session, consumer=self._consumer, event_id=delivery.envelope.id, now=now
+            )
+            if not first or await session.get(CaseRow, case.case_id) is not None:
+                return
+            decision = route(case, runtime.refdata.routing)
+            admission = admit(case, decision, now=now)
+            session.add(
+                CaseRow(
+                    case_id=case.case_id,
+                    version=admission.version,
+                    state=admission.state.value,
+                    source=case.source.value,
+                    category=case.category.code,
+                    urgency=case.urgency.value,
+                    unit_grid=case.location.unit_grid,
+                    department=admission.deliver_to,
+                    routing=decision.snapshot().model_dump(mode="json"),
+                    submitted=case.model_dump(mode="json", exclude_none=True),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            for event in admission.events:
+                await record_transition(session, event=event, runtime=runtime)
+            if admission.deliver_to is not None:
+                department = runtime.refdata.departments[admission.deliver_to]
+                delivery_id = "msg_" + new_event_id(now)
+                session.add(
+                    DeliveryRow(
+                        delivery_id=delivery_id,
+                        case_id=case.case_id,
+                        department=department.short_code,
+                        url=str(department.receiver.url),
+                        status=DeliveryStatus.PENDING.value,
+                        attempts=0,
+                        next_attempt_at=now,
+                        payload=webhook_body(
+                            case, delivery_id=delivery_id, department=department.short_code
+                        ),
+                        created_at=now,
+                    )
+                )
+        self._on_commit()
+
+
+async def record_transition(session: Any, *, event: CaseLifecycleEvent, runtime: Runtime) -> None:
+    """One audit row and one staged `cases.lifecycle` event per transition."""
+    envelope = await stage(
+        session,
+        topic=CASES_LIFECYCLE,
+        payload=event,
+        key=event.case_id,
+        source=runtime.source,
+        now=event.at,
+    )
+    session.add(
+        CaseHistoryRow(
+            case_id=event.case_id,
+            version=event.version,
+            transition=event.transition.value,
+            from_state=event.from_state.value if event.from_state else None,
+            to_state=event.to_state.value,
+            at=event.at,
+            actor_kind=event.actor.kind,
+            actor_id=event.actor.id,
+            department=event.department,
+            reason=event.reason,
+            event_id=envelope.id,
+        )
+    )

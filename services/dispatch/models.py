@@ -1,0 +1,74 @@
+"""dispatch's own tables: cases, their audit timeline, and deliveries to departments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+def _when(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=nullable, index=index))
+
+
+def _json(*, nullable: bool = False) -> Any:
+    return Field(sa_column=sa.Column(JSONB, nullable=nullable))
+
+
+class CaseRow(SQLModel, table=True):
+    __tablename__ = "cases"
+
+    case_id: str = Field(primary_key=True)
+    version: int
+    state: str = Field(index=True)
+    source: str
+    category: str
+    urgency: str
+    unit_grid: str | None = Field(default=None, index=True)
+    department: str | None = Field(default=None, index=True)
+    routing: dict[str, Any] | None = _json(nullable=True)
+    submitted: dict[str, Any] = _json()
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
+class CaseHistoryRow(SQLModel, table=True):
+    """One row per transition: who, when, what, why (the case's audit timeline)."""
+
+    __tablename__ = "case_history"
+    __table_args__ = (sa.UniqueConstraint("case_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(index=True)
+    version: int
+    transition: str
+    from_state: str | None = None
+    to_state: str
+    at: datetime = _when()
+    actor_kind: str
+    actor_id: str
+    department: str | None = None
+    reason: str | None = None
+    event_id: str
+
+
+class DeliveryRow(SQLModel, table=True):
+    """A case handed to a department's receiver; `delivery_id` is the webhook-id of every attempt."""
+
+    __tablename__ = "deliveries"
+
+    delivery_id: str = Field(primary_key=True)
+    case_id: str = Field(index=True)
+    department: str = Field(index=True)
+    url: str
+    status: str = Field(index=True)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _when(nullable=True, index=True)
+    last_error: str | None = None
+    last_status_code: int | None = None
+    payload: dict[str, Any] = _json()
+    created_at: datetime = _when()
+    delivered_at: datetime | None = _when(nullable=True)

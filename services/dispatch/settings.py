@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from libs.common.settings import ServiceSettings
+
+
+class DispatchSettings(ServiceSettings):
+    service_name: ClassVar[str] = "dispatch"
+    default_port: ClassVar[int] = 8002
+
+    consumer_group: str = Field(default="dispatch", description="Kafka consumer group of dispatch")
+    delivery_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="webhook attempts before a delivery is dead-lettered"
+    )
+    delivery_base_delay_seconds: float = Field(
+        default=2.0, gt=0, description="first retry delay; doubles per attempt, with jitter"
+    )
+    delivery_max_delay_seconds: float = Field(
+        default=3600.0, gt=0, description="cap of the delay between two attempts"
+    )
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    delivery_concurrency: int = Field(default=16, ge=1, le=512)
+    delivery_poll_seconds: float = Field(
+        default=1.0, gt=0, description="how often due retries are looked for when idle"
+    )

@@ -1,0 +1,383 @@
+"""Broken reference data is refused with every issue, each at the right file and line."""
+
+from pathlib import Path
+
+import pytest
+
+from libs.common.refdata import check
+from libs.common.refdata.loader import ConfigError, ConfigIssue, load_reference_data
+
+USCC = "11430281006145200X"  # a valid code, the demo 城管 department's
+OTHER_USCC = "114302810061453747"
+CITY = "430281"
+TOWN = "430281001"
+VILLAGE = "430281001001"
+UNIT = "430281001001001"
+
+
+def make_unit(code: str = UNIT) -> str:
+    person = "{name: 李四, title: 网格长}"
+    return f'          - {{code: "{code}", name: 第一网格, responsible: {person}}}'
+
+
+def make_village(code: str = VILLAGE, *units: str, kind: str = "community") -> str:
+    return "\n".join(
+        [
+            f'      - code: "{code}"',
+            "        name: 建设社区",
+            f"        kind: {kind}",
+            "        responsible: {name: 王五, title: 社区书记}",
+            "        grids:",
+            *(units or [make_unit(code + "001")]),
+        ]
+    )
+
+
+def make_town(
+    code: str = TOWN, *villages: str, kind: str = "subdistrict", sector: str = "S1"
+) -> str:
+    return "\n".join(
+        [
+            f'  - code: "{code}"',
+            "    name: 龙泉街道",
+            f"    kind: {kind}",
+            f"    sector: {sector}",
+            "    responsible: {name: 赵六, title: 街道党工委书记}",
+            "    villages:",
+            *(villages or [make_village(code + "001")]),
+        ]
+    )
+
+
+def make_grid(*towns: str, city_code: str = CITY) -> str:
+    lines = [
+        "city:",
+        f'  code: "{city_code}"',
+        "  name: 示范市",
+        "  responsible: {name: 张三, title: 市委书记}",
+        "sectors:",
+        "  - id: S1",
+        "    name: 中心城区片区",
+        "    responsible: {name: 钱七, title: 市委副书记}",
+        "towns:",
+        *(towns or [make_town()]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def make_department(
+    short_code: str = "chengguan",
+    *,
+    code: str = USCC,
+    url: str = "http://127.0.0.1:8090/departments/chengguan",
+    env_name: str = "GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN",
+) -> str:
+    return "\n".join(
+        [
+            f'  - code: "{code}"',
+            "    name: 示范市城市管理和综合执法局",
+            "    short_name: 城管",
+            f"    short_code: {short_code}",
+            "    receiver:",
+            "      kind: webhook",
+            f"      url: {url}",
+            f"      secret_env: {env_name}",
+        ]
+    )
+
+
+def make_departments(*departments: str) -> str:
+    return "departments:\n" + "\n".join(departments or [make_department()]) + "\n"
+
+
+def make_categories(*codes: str) -> str:
+    entries = [f"  - code: {code}\n    name: 暴露垃圾" for code in codes or ["city.garbage"]]
+    return "categories:\n" + "\n".join(entries) + "\n"
+
+
+def make_rule(
+    rule_id: str = "city-to-chengguan", prefix: str = "city.", department: str = "chengguan"
+) -> str:
+    return "\n".join(
+        [
+            f"  - id: {rule_id}",
+            f'    match: {{category_prefix: "{prefix}"}}',
+            f"    department: {department}",
+        ]
+    )
+
+
+def make_routing(*rules: str) -> str:
+    return "version: 1\nrules:\n" + "\n".join(rules or [make_rule()]) + "\n"
+
+
+def write_config(directory: Path, **files: str | None) -> Path:
+    """A valid minimal config; `grid=...` etc. replaces that file, `None` leaves it out."""
+    contents: dict[str, str | None] = {
+        "grid": make_grid(),
+        "departments": make_departments(),
+        "categories": make_categories(),
+        "routing": make_routing(),
+    }
+    contents.update(files)
+    for name, text in contents.items():
+        if text is not None:
+            (directory / f"{name}.yaml").write_text(text, encoding="utf-8")
+    return directory
+
+
+def line_with(text: str, needle: str, occurrence: int = 1) -> int:
+    """1-based number of the line holding the `occurrence`-th `needle`."""
+    numbers = [n for n, line in enumerate(text.splitlines(), start=1) if needle in line]
+    return numbers[occurrence - 1]
+
+
+def issues_of(config_dir: Path) -> list[ConfigIssue]:
+    with pytest.raises(ConfigError) as caught:
+        load_reference_data(config_dir)
+    return caught.value.issues
+
+
+def only_issue(config_dir: Path) -> ConfigIssue:
+    issues = issues_of(config_dir)
+    assert len(issues) == 1, issues
+    return issues[0]
+
+
+def test_the_minimal_config_loads(tmp_path: Path) -> None:
+    data = load_reference_data(write_config(tmp_path))
+
+    assert [node.code for node in data.grid.unit_grids] == [UNIT]
+    assert data.routing.version.startswith("v1-")
+
+
+def test_wrong_code_length_points_at_the_code(tmp_path: Path) -> None:
+    grid = make_grid(make_town("43028100", make_village()))
+
+    issue = only_issue(write_config(tmp_path, grid=grid))
+
+    assert issue.file == str(tmp_path / "grid.yaml")
+    assert issue.line == line_with(grid, '"43028100"')
+    assert issue.reason == (
+        "towns[0].code: town code must be 9 digits, got '43028100' (8 characters)"
+    )
+
+
+def test_an_unquoted_code_is_refused(tmp_path: Path) -> None:
+    grid = make_grid().replace(f'"{CITY}"', CITY)
+
+    issue = only_issue(write_config(tmp_path, grid=grid))
+
+    assert (issue.line, issue.reason) == (2, "city.code: Input should be a valid string")
+
+
+def test_code_must_extend_its_parents_code(tmp_path: Path) -> None:
+    grid = make_grid(make_town(TOWN, make_village("430281002001")))
+
+    issue = only_issue(write_config(tmp_path, grid=grid))
+
+    assert issue.line == line_with(grid, '"430281002001"')
+    assert "does not start with its parent's code '430281001'" in issue.reason
+
+
+def test_code_sequence_must_fit_the_kind(tmp_path: Path) -> None:
+    grid = make_grid(make_town(TOWN, kind="town"))
+
+    issue = only_issue(write_config(tmp_path, grid=grid))
+
+    assert issue.line == line_with(grid, f'"{TOWN}"')
+    assert (
+        issue.reason
+        == "towns[0].code: code '430281001': a town takes a sequence in 100-199, got 001"
+    )
+
+
+def test_duplicate_code_names_both_lines(tmp_path: Path) -> None:
+    grid = make_grid(make_town(TOWN, make_village(VILLAGE), make_village(VILLAGE)))
+
+    issues = issues_of(write_config(tmp_path, grid=grid))
+
+    first, second = line_with(grid, f'"{VILLAGE}"'), line_with(grid, f'"{VILLAGE}"', 2)
+    expected = [
+        (second, f"towns[0].villages[1].code: duplicate code '{VILLAGE}' (first at line {first})"),
+        (
+            second + 5,
+            f"towns[0].villages[1].grids[0].code: duplicate code '{UNIT}'"
+            f" (first at line {first + 5})",
+        ),
+    ]
+    assert [(issue.line, issue.reason) for issue in issues] == expected
+
+
+def test_unknown_sector(tmp_path: Path) -> None:
+    grid = make_grid(make_town(sector="S9"))
+
+    issue = only_issue(write_config(tmp_path, grid=grid))
+
+    assert issue.line == line_with(grid, "sector: S9")
+    assert issue.reason == "towns[0].sector: unknown sector 'S9'; sectors are S1"
+
+
+def test_duplicate_yaml_key(tmp_path: Path) -> None:
+    departments = make_departments(
+        make_department().replace("    short_name: 城管", "    name: 城管")
+    )
+
+    issue = only_issue(write_config(tmp_path, departments=departments))
+
+    assert issue.file == str(tmp_path / "departments.yaml")
+    assert issue.line == line_with(departments, "name: 城管")
+    assert issue.reason == "duplicate key 'name' (first at line 3)"
+
+
+def test_unknown_department_in_a_rule(tmp_path: Path) -> None:
+    routing = make_routing(make_rule(department="nobody"))
+
+    issue = only_issue(write_config(tmp_path, routing=routing))
+
+    assert issue.file == str(tmp_path / "routing.yaml")
+    assert issue.line == line_with(routing, "department: nobody")
+    assert (
+        issue.reason
+        == "rules[0].department: unknown department 'nobody'; known short codes: chengguan"
+    )
+
+
+def test_prefix_matching_no_category(tmp_path: Path) -> None:
+    routing = make_routing(make_rule(prefix="safety."))
+
+    issue = only_issue(write_config(tmp_path, routing=routing))
+
+    assert issue.line == line_with(routing, "safety.")
+    assert (
+        issue.reason
+        == "rules[0].match.category_prefix: category_prefix 'safety.' matches no category"
+    )
+
+
+def test_a_category_no_rule_reaches_is_fine(tmp_path: Path) -> None:
+    data = load_reference_data(
+        write_config(tmp_path, categories=make_categories("city.garbage", "other.general"))
+    )
+
+    assert set(data.categories) == {"city.garbage", "other.general"}
+
+
+def test_an_inline_secret_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    departments = make_departments(make_department(env_name="whsec_MfKQ9r8GKYqrTwjUPD8ILPZI"))
+
+    issue = only_issue(write_config(tmp_path, departments=departments))
+
+    assert issue.line == line_with(departments, "secret_env:")
+    assert issue.reason.startswith(
+        "departments[0].receiver.secret_env: secret_env must be the NAME"
+    )
+    assert "whsec_" not in issue.reason
+
+
+def test_credentials_in_the_url_are_refused(tmp_path: Path) -> None:
+    url = "https://gridflow:hunter2@example.org/hook"
+    departments = make_departments(make_department(url=url))
+
+    issue = only_issue(write_config(tmp_path, departments=departments))
+
+    assert issue.line == line_with(departments, "url:")
+    assert issue.reason == (
+        "departments[0].receiver.url: url must not contain credentials;"
+        " name an env var in secret_env"
+    )
+
+
+def test_a_corrupted_credit_code_is_refused(tmp_path: Path) -> None:
+    departments = make_departments(make_department(code=USCC[:-1] + "Y"))
+
+    issue = only_issue(write_config(tmp_path, departments=departments))
+
+    assert issue.line == line_with(departments, "code: ")
+    assert "fails its check digit (expected 'X', got 'Y')" in issue.reason
+
+
+def test_duplicate_short_codes(tmp_path: Path) -> None:
+    departments = make_departments(make_department(), make_department(code=OTHER_USCC))
+
+    issue = only_issue(write_config(tmp_path, departments=departments))
+
+    assert issue.line == line_with(departments, "short_code:", 2)
+    assert (
+        issue.reason
+        == "departments[1].short_code: duplicate short_code 'chengguan' (first at line 5)"
+    )
+
+
+def test_missing_field_points_at_its_parent(tmp_path: Path) -> None:
+    categories = "categories:\n  - code: city.garbage\n"
+
+    issue = only_issue(write_config(tmp_path, categories=categories))
+
+    assert (issue.line, issue.reason) == (2, "categories[0].name: required field is missing")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    issue = only_issue(write_config(tmp_path, routing=None))
+
+    assert issue == ConfigIssue(str(tmp_path / "routing.yaml"), None, "file not found")
+    assert str(issue) == f"{tmp_path / 'routing.yaml'}: file not found"
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    issue = only_issue(tmp_path / "nowhere")
+
+    assert str(issue) == f"{tmp_path / 'nowhere'}: config folder not found"
+
+
+def test_yaml_syntax_error_has_the_parsers_line(tmp_path: Path) -> None:
+    categories = "categories:\n  - code: city.garbage\n    name: [暴露垃圾\n  - code: city.x\n"
+
+    issue = only_issue(write_config(tmp_path, categories=categories))
+
+    assert issue.file == str(tmp_path / "categories.yaml")
+    assert issue.line == 4
+    assert issue.reason.startswith("YAML syntax error: while parsing a flow sequence")
+
+
+def test_every_issue_in_every_file_is_reported(tmp_path: Path) -> None:
+    grid = make_grid(make_town("43028100", make_village()), make_town("430281002"))
+    categories = make_categories("city.garbage", "city.garbage")
+    routing = make_routing(make_rule(department="nobody"), make_rule("power", prefix="power."))
+
+    issues = issues_of(write_config(tmp_path, grid=grid, categories=categories, routing=routing))
+
+    assert [(Path(issue.file).name, issue.line) for issue in issues] == [
+        ("categories.yaml", 4),
+        ("grid.yaml", line_with(grid, '"43028100"')),
+        ("routing.yaml", line_with(routing, "department: nobody")),
+        ("routing.yaml", line_with(routing, '"power."')),
+    ]
+
+
+def test_check_reports_each_issue_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = make_grid(make_town("43028100", make_village()))
+    write_config(tmp_path, grid=grid, routing=make_routing(make_rule(department="nobody")))
+
+    status = check.main(["--config", str(tmp_path)])
+
+    out, err = capsys.readouterr()
+    assert (status, out) == (1, "")
+    assert err.splitlines() == [
+        f"{tmp_path / 'grid.yaml'}:{line_with(grid, '43028100')}: towns[0].code: town code must"
+        " be 9 digits, got '43028100' (8 characters)",
+        f"{tmp_path / 'routing.yaml'}:5: rules[0].department: unknown department 'nobody';"
+        " known short codes: chengguan",
+    ]
+
+
+def test_routing_version_changes_with_any_edit(tmp_path: Path) -> None:
+    before = load_reference_data(write_config(tmp_path)).routing.version
+    after = load_reference_data(
+        write_config(tmp_path, routing="# a comment\n" + make_routing())
+    ).routing.version
+
+    assert before.startswith("v1-") and after.startswith("v1-")
+    assert before != after

@@ -1,0 +1,91 @@
+"""Field rules of the reference models: credit codes, receivers, category codes."""
+
+import re
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from libs.common.refdata.models import Category, Department, Person, uscc_check_char
+
+VALID_USCC = "91350100M000100Y43"  # the worked example commonly cited for GB 32100-2015
+
+
+def make_department(**changes: Any) -> dict[str, Any]:
+    department: dict[str, Any] = {
+        "code": VALID_USCC,
+        "name": "示范市城市管理和综合执法局",
+        "short_name": "城管",
+        "short_code": "chengguan",
+        "receiver": {
+            "kind": "webhook",
+            "url": "http://127.0.0.1:8090/departments/chengguan",
+            "secret_env": "GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN",
+        },
+    }
+    return department | changes
+
+
+def make_receiver(**changes: str) -> dict[str, Any]:
+    return make_department(receiver=make_department()["receiver"] | changes)
+
+
+def test_check_digit_of_a_published_example() -> None:
+    assert uscc_check_char(VALID_USCC[:17]) == VALID_USCC[17]
+    assert Department.model_validate(make_department()).code == VALID_USCC
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("91350100M000100Y44", "fails its check digit (expected '3', got '4')"),
+        ("91350100M000200Y43", "fails its check digit"),
+        ("91350100M000100Y4", "must be 18 characters, got 17"),
+        ("91350100M00010OY43", "invalid characters ['O']"),
+    ],
+)
+def test_a_corrupted_credit_code_is_refused(code: str, reason: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(reason)):
+        Department.model_validate(make_department(code=code))
+
+
+@pytest.mark.parametrize(
+    "receiver",
+    [
+        {"secret_env": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZI"},
+        {"secret_env": "gridflow_lowercase"},
+        {"url": "https://user:pass@example.org/hook"},
+        {"url": "https://example.org/hook?token=abc"},
+        {"url": "ftp://example.org/hook"},
+        {"kind": "email"},
+    ],
+)
+def test_a_receiver_must_name_its_secret_not_hold_it(receiver: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        Department.model_validate(make_receiver(**receiver))
+
+
+def test_an_unknown_field_such_as_an_inline_secret_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"receiver\.secret"):
+        Department.model_validate(make_receiver(secret="whsec_abc"))
+
+
+@pytest.mark.parametrize("code", ["city", "City.garbage", "city.garbage.bags", "city.垃圾", "1.x"])
+def test_category_codes_are_two_dotted_lowercase_words(code: str) -> None:
+    with pytest.raises(ValidationError):
+        Category(code=code, name="暴露垃圾")
+
+
+def test_a_responsible_persons_name_has_1_to_20_characters() -> None:
+    assert Person(name="王建国").title is None
+    with pytest.raises(ValidationError):
+        Person(name="")
+    with pytest.raises(ValidationError):
+        Person(name="王" * 21)
+
+
+def test_models_are_frozen() -> None:
+    person = Person(name="王建国")
+
+    with pytest.raises(ValidationError):
+        person.name = "李四"  # type: ignore[misc]
