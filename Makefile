@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test check lint format typecheck contracts lock clean
 
-$(STAMP): requirements.lock
+$(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
 	touch $(STAMP)
 
 run: $(STAMP)  ## the whole platform on this machine (embedded PostgreSQL and broker unless configured)
@@ -29,9 +29,11 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lock:  ## refresh requirements.lock from pyproject.toml (needs uv)
-	uv pip compile pyproject.toml --group dev --generate-hashes --python-version 3.11 \
+lock:  ## refresh both lock files from pyproject.toml (needs uv: pip install uv)
+	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
 		--no-header -o requirements.lock
+	uv pip compile pyproject.toml --group dev --generate-hashes --python-version 3.11 \
+		--no-header -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

@@ -52,7 +52,12 @@ class DepartmentReceiver:
         self.plans[department].extend(statuses)
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/departments/{code}", self._receive, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/departments/{code}", self._receive, methods=["POST"]),
+                Route("/healthz", _healthz, methods=["GET"]),
+            ]
+        )
 
     async def _receive(self, request: Request) -> JSONResponse:
         code = request.path_params["code"]
@@ -83,6 +88,10 @@ class DepartmentReceiver:
         )
         await self.received.put(Received(code, webhook_id, payload, datetime.now(UTC)))
         return JSONResponse({"received": webhook_id}, status_code=200)
+
+
+async def _healthz(_: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
 
 
 def main(argv: list[str] | None = None) -> None:

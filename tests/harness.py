@@ -4,7 +4,7 @@ and a watcher that waits for events on a topic (tests wait on events, never on s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -48,6 +48,13 @@ async def http_server(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def until(check: Callable[[], Awaitable[bool]], *, within: float = WAIT_SECONDS) -> None:
+    """Poll a condition that has no event to wait on (a committed database row), within a bound."""
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110  # nothing signals a commit in another task
+            await asyncio.sleep(0.02)
 
 
 class TopicWatcher:

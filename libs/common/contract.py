@@ -5,19 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class Contract(BaseModel):
     """Base of every payload and API model: unknown fields are refused, values never change."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-def _non_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
 
 
 CaseId = Annotated[
@@ -59,8 +53,9 @@ DepartmentCode = Annotated[
         examples=["chengguan"],
     ),
 ]
-ShortText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_non_blank)]
-LongText = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_non_blank)]
+# Contract strips surrounding white space first, so a blank text fails min_length
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+LongText = Annotated[str, Field(min_length=1, max_length=4000)]
 Timestamp = AwareDatetime
 """Timezone-aware datetime: a naive time is refused at the boundary."""
 

@@ -258,7 +258,10 @@ class ConsumerLoop:
             attempts=attempts,
             failed_at=self._clock.now(),
             original_key=key,
-            original_headers={k: v.decode(errors="replace") for k, v in record.headers},
+            # a header value may be null on the wire: a poison record must not stop the loop
+            original_headers={
+                k: "" if v is None else v.decode(errors="replace") for k, v in record.headers
+            },
             original_value=base64.b64encode(record.value or b"").decode(),
             original_event_id=event_id,
         )

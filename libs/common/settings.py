@@ -39,23 +39,35 @@ class ServiceSettings(BaseSettings):
         description="prefix for every topic name (isolates stacks sharing one broker)",
     )
     config_dir: Path = Field(default=Path("config"), description="reference-data folder")
-    http_host: str = "127.0.0.1"
-    http_port: int | None = Field(default=None, ge=1, le=65535)
-    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    http_host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
+    http_port: int | None = Field(
+        default=None, ge=1, le=65535, description="HTTP port; defaults to the service's own port"
+    )
+    log_level: str = Field(
+        default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="log threshold"
+    )
     metrics_token: SecretStr | None = Field(
         default=None,
         description="bearer token Prometheus must present at /metrics; unset = /metrics refused",
     )
-    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
-    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, ge=1000, description="consumer group session timeout (Kafka's default)"
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        default=3_000, ge=100, description="consumer heartbeat interval (Kafka's default)"
+    )
     kafka_handler_attempts: int = Field(
         default=5, ge=1, le=50, description="tries per message before it is dead-lettered"
     )
-    kafka_retry_backoff_ms: int = Field(default=200, ge=0)
+    kafka_retry_backoff_ms: int = Field(
+        default=200, ge=0, description="pause before retry n of a failing record: n × this"
+    )
     kafka_partitions: int = Field(
         default=4, ge=1, description="partitions of topics created at start"
     )
-    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, description="replication factor of topics created at start"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -21,8 +21,12 @@ class DispatchSettings(ServiceSettings):
     delivery_max_delay_seconds: float = Field(
         default=3600.0, gt=0, description="cap of the delay between two attempts"
     )
-    delivery_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    delivery_concurrency: int = Field(default=16, ge=1, le=512)
+    delivery_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="how long a receiver may take to answer"
+    )
+    delivery_concurrency: int = Field(
+        default=16, ge=1, le=512, description="deliveries attempted at once per instance"
+    )
     delivery_poll_seconds: float = Field(
         default=1.0, gt=0, description="how often due retries are looked for when idle"
     )

@@ -1,0 +1,404 @@
+"""The consumer loop against the real broker: commit after the handler, bounded retries, dead letters
+with the original coordinates, poison records that never reach the handler, and graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import CollectorRegistry
+
+from libs.common.clock import FrozenClock
+from libs.common.envelope import Envelope, encode
+from libs.common.events import (
+    CaseSubmitted,
+    Category,
+    DeadLetter,
+    Location,
+    Reporter,
+    Source,
+    Urgency,
+)
+from libs.common.ids import new_case_id
+from libs.common.kafka import (
+    ConsumerLoop,
+    ConsumerMetrics,
+    Delivery,
+    Handler,
+    Publisher,
+    TopicNames,
+    ensure_topics,
+)
+from libs.common.topics import CASES_SUBMITTED, DEADLETTER
+from services.intake.settings import IntakeSettings
+from tests.factories import UNIT_GRID, Isolation, make_intake_settings
+from tests.harness import WAIT_SECONDS, TopicWatcher
+
+T = TypeVar("T")
+SOURCE = "gridflow/test-kafka"
+ATTEMPTS = 3
+
+
+def make_case_submitted(**overrides: Any) -> CaseSubmitted:
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "case_id": new_case_id(now),
+        "source": Source.GRID_WORKER,
+        "category": Category(code="city.garbage"),
+        "urgency": Urgency.ROUTINE,
+        "title": "路边暴露垃圾",
+        "description": "人民路与解放路交叉口东北角有一堆生活垃圾未清运。",
+        "location": Location(unit_grid=UNIT_GRID, address="人民路 12 号旁"),
+        "reporter": Reporter(kind="grid_worker", worker_id="W0001"),
+        "occurred_at": now - timedelta(minutes=5),
+        "reported_at": now,
+    }
+    values.update(overrides)
+    return CaseSubmitted.model_validate(values)
+
+
+class Calls:
+    """What a handler was given, in order; tests wait on it instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self._changed = asyncio.Condition()
+
+    async def add(self, delivery: Delivery) -> None:
+        async with self._changed:
+            self.deliveries.append(delivery)
+            self._changed.notify_all()
+
+    @property
+    def ids(self) -> list[str]:
+        return [d.envelope.id for d in self.deliveries]
+
+    async def wait_for_id(self, event_id: str) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: event_id in self.ids)
+
+    async def wait_for_count(self, count: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.deliveries) >= count)
+
+
+async def unless_crashed(waiting: Awaitable[T], task: asyncio.Task[None]) -> T:
+    """Wait for `waiting`, but fail at once (with its error) if the consumer loop ends first."""
+    waiter = asyncio.ensure_future(waiting)
+    done, _ = await asyncio.wait(
+        {waiter, task}, timeout=WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED
+    )
+    if waiter in done:
+        return waiter.result()
+    waiter.cancel()
+    if task in done:
+        task.result()  # re-raises what stopped the loop
+        raise AssertionError("the consumer loop returned while the test was waiting")
+    raise TimeoutError(f"nothing happened within {WAIT_SECONDS} s")
+
+
+@asynccontextmanager
+async def running(loop: ConsumerLoop) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(loop.run())
+    try:
+        yield task
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, WAIT_SECONDS)
+
+
+@dataclass
+class Bench:
+    isolation: Isolation
+    settings: IntakeSettings
+    names: TopicNames
+    publisher: Publisher
+    admin: AIOKafkaAdminClient
+    clock: FrozenClock
+    registry: CollectorRegistry
+    metrics: ConsumerMetrics
+    group: str
+
+    @property
+    def topic(self) -> str:
+        return self.names(CASES_SUBMITTED)
+
+    def consumer(self, handler: Handler) -> ConsumerLoop:
+        return ConsumerLoop(
+            settings=self.settings,
+            topic=CASES_SUBMITTED,
+            group_id=self.group,
+            handler=handler,
+            publisher=self.publisher,
+            clock=self.clock,
+            metrics=self.metrics,
+            names=self.names,
+        )
+
+    async def publish(self) -> Envelope:
+        payload = make_case_submitted()
+        return await self.publisher.publish(
+            CASES_SUBMITTED, payload, key=payload.case_id, now=self.clock.now()
+        )
+
+    async def committed(self) -> int:
+        """The group's committed offset on the topic's only partition (-1: none yet)."""
+        tp = TopicPartition(self.topic, 0)
+        offsets = await self.admin.list_consumer_group_offsets(self.group, partitions=[tp])
+        return int(offsets[tp].offset)
+
+    def count(self, outcome: str) -> float:
+        value = self.registry.get_sample_value(
+            "gridflow_consumer_records_total", {"topic": CASES_SUBMITTED.name, "outcome": outcome}
+        )
+        return value or 0.0
+
+    def dead_letters(self) -> TopicWatcher:
+        return TopicWatcher(
+            bootstrap=self.isolation.kafka_bootstrap,
+            topic=DEADLETTER,
+            name=self.names(DEADLETTER),
+            group=f"{self.isolation.token}-deadletter-watch",
+        )
+
+
+@pytest.fixture
+async def bench(isolation: Isolation) -> AsyncIterator[Bench]:
+    settings = make_intake_settings(isolation, kafka_handler_attempts=ATTEMPTS)
+    names = TopicNames(settings.topic_prefix)
+    # one partition: "the next record" and "seen again" have a single, deterministic order
+    await ensure_topics(
+        bootstrap_servers=isolation.kafka_bootstrap,
+        names=[names(CASES_SUBMITTED), names(DEADLETTER)],
+        partitions=1,
+        replication_factor=1,
+    )
+    publisher = Publisher(bootstrap_servers=isolation.kafka_bootstrap, names=names, source=SOURCE)
+    admin = AIOKafkaAdminClient(bootstrap_servers=isolation.kafka_bootstrap)
+    await publisher.start()
+    await admin.start()
+    registry = CollectorRegistry()
+    try:
+        yield Bench(
+            isolation=isolation,
+            settings=settings,
+            names=names,
+            publisher=publisher,
+            admin=admin,
+            clock=FrozenClock(datetime(2026, 3, 2, 9, 30, tzinfo=UTC)),
+            registry=registry,
+            metrics=ConsumerMetrics(registry),
+            group=f"{isolation.token}-consumer",
+        )
+    finally:
+        await admin.close()
+        await publisher.stop()
+
+
+async def test_each_record_is_handled_once_and_committed_only_after_its_handler(
+    bench: Bench,
+) -> None:
+    first = [await bench.publish() for _ in range(3)]
+    calls = Calls()
+    committed_while_handling: list[int] = []
+
+    async def handler(delivery: Delivery) -> None:
+        committed_while_handling.append(await bench.committed())
+        await calls.add(delivery)
+
+    async with running(bench.consumer(handler)) as task:
+        await unless_crashed(calls.wait_for_count(3), task)
+
+    assert calls.ids == [e.id for e in first]
+    assert [d.offset for d in calls.deliveries] == [0, 1, 2]
+    # while record k is in the handler, the group has committed exactly up to k (nothing for k=0)
+    assert committed_while_handling == [-1, 1, 2]
+    assert await bench.committed() == 3
+    assert bench.count("ok") == 3
+
+    later = await bench.publish()
+    again = Calls()
+    async with running(bench.consumer(again.add)) as task:
+        await unless_crashed(again.wait_for_count(1), task)
+    # the same group resumes after the committed records: the first thing it sees is the new one
+    assert again.ids == [later.id]
+
+
+async def test_a_record_that_fails_fewer_times_than_allowed_is_retried_then_handled(
+    bench: Bench,
+) -> None:
+    flaky, steady = await bench.publish(), await bench.publish()
+    tries: dict[str, int] = {}
+    calls = Calls()
+
+    async def handler(delivery: Delivery) -> None:
+        tries[delivery.envelope.id] = tries.get(delivery.envelope.id, 0) + 1
+        if delivery.envelope.id == flaky.id and tries[flaky.id] < ATTEMPTS:
+            raise ConnectionError("the database went away for a moment")
+        await calls.add(delivery)
+
+    async with running(bench.consumer(handler)) as task:
+        await unless_crashed(calls.wait_for_id(steady.id), task)
+
+    assert calls.ids == [flaky.id, steady.id]
+    assert tries == {flaky.id: ATTEMPTS, steady.id: 1}
+    assert bench.count("retried") == ATTEMPTS - 1
+    assert bench.count("ok") == 2
+    assert bench.count("dead_lettered") == 0
+    assert await bench.committed() == 2
+
+
+async def test_a_record_that_always_fails_is_dead_lettered_after_the_last_attempt(
+    bench: Bench,
+) -> None:
+    poison, steady = await bench.publish(), await bench.publish()
+    tries: list[str] = []
+    calls = Calls()
+
+    async def handler(delivery: Delivery) -> None:
+        tries.append(delivery.envelope.id)
+        if delivery.envelope.id == poison.id:
+            raise RuntimeError("department system said no")
+        await calls.add(delivery)
+
+    async with bench.dead_letters() as letters, running(bench.consumer(handler)) as task:
+        await unless_crashed(calls.wait_for_id(steady.id), task)  # the loop went on
+        envelope, letter = await letters.wait_for(lambda _, p: True)
+
+    assert tries == [poison.id] * ATTEMPTS + [steady.id]
+    record = encode(poison)
+    assert isinstance(letter, DeadLetter)
+    assert letter == DeadLetter(
+        service=SOURCE,
+        consumer_group=bench.group,
+        topic=bench.topic,
+        partition=0,
+        offset=0,
+        error="RuntimeError: department system said no",
+        attempts=ATTEMPTS,
+        failed_at=bench.clock.now(),
+        original_key=poison.key,
+        original_headers={name: value.decode() for name, value in record.headers},
+        original_value=base64.b64encode(record.value).decode(),
+        original_event_id=poison.id,
+    )
+    assert base64.b64decode(letter.original_value) == record.value
+    assert envelope.key == poison.key  # dead letters keep the original record's key
+    assert bench.count("retried") == ATTEMPTS - 1
+    assert bench.count("dead_lettered") == 1
+    assert bench.count("ok") == 1
+    assert await bench.committed() == 2
+
+
+def _undecodable(valid: Envelope) -> Iterator[tuple[str, bytes, list[tuple[str, bytes | None]]]]:
+    """(expected error, value, headers) of records the loop cannot turn into a typed payload."""
+    record = encode(valid)
+    headers: list[tuple[str, bytes | None]] = list(record.headers)
+    yield (
+        "missing CloudEvents attributes",
+        record.value,
+        [("content-type", b"application/json")],
+    )
+    yield "value is not JSON", b"\x00\xff not json", headers
+    foreign = encode(dataclasses.replace(valid, type="gridflow.case.lifecycle"))
+    yield (
+        "event type 'gridflow.case.lifecycle' is not carried by topic cases.submitted",
+        foreign.value,
+        list(foreign.headers),
+    )
+    broken = encode(dataclasses.replace(valid, data={**valid.data, "case_id": "not-a-case-id"}))
+    yield "gridflow.case.submitted: 1 validation error", broken.value, list(broken.headers)
+    yield "header 'traceparent' is not UTF-8", record.value, [*headers, ("traceparent", None)]
+
+
+async def test_undecodable_records_are_dead_lettered_at_once_and_never_reach_the_handler(
+    bench: Bench,
+) -> None:
+    payload = make_case_submitted()
+    template = Envelope(
+        id="E01JDQ7Y8XW2N3K4M5P6Q7R8S9T",
+        source="gridflow/somebody-else",
+        type="gridflow.case.submitted",
+        time=bench.clock.now(),
+        data=payload.model_dump(mode="json"),
+        subject=payload.case_id,
+        key=payload.case_id,
+    )
+    bad = list(_undecodable(template))
+    producer = AIOKafkaProducer(bootstrap_servers=bench.isolation.kafka_bootstrap)
+    await producer.start()
+    try:
+        for _, value, headers in bad:
+            await producer.send_and_wait(
+                bench.topic, value=value, key=payload.case_id.encode(), headers=headers
+            )
+    finally:
+        await producer.stop()
+    valid = await bench.publish()
+    calls = Calls()
+
+    async with bench.dead_letters() as letters, running(bench.consumer(calls.add)) as task:
+        await unless_crashed(calls.wait_for_id(valid.id), task)
+        await letters.wait_for(lambda _, p: isinstance(p, DeadLetter) and p.offset == len(bad) - 1)
+
+    assert calls.ids == [valid.id]  # the handler only ever saw the one good record
+    found = sorted(
+        (p for _, p in letters.seen if isinstance(p, DeadLetter)), key=lambda p: p.offset
+    )
+    assert [p.offset for p in found] == list(range(len(bad)))
+    for letter, (error, value, headers) in zip(found, bad, strict=True):
+        assert letter.error.startswith(f"undecodable: {error}"), letter.error
+        assert letter.attempts == 1
+        assert letter.original_event_id is None
+        assert letter.original_key == payload.case_id
+        assert base64.b64decode(letter.original_value) == value
+        assert set(letter.original_headers) == {name for name, _ in headers}
+    assert found[0].original_headers == {"content-type": "application/json"}
+    assert found[-1].original_headers["traceparent"] == ""  # a null header value
+    assert json.loads(base64.b64decode(found[0].original_value)) == payload.model_dump(mode="json")
+    assert bench.count("dead_lettered") == len(bad)
+    assert bench.count("ok") == 1
+    assert await bench.committed() == len(bad) + 1
+
+
+async def test_stop_lets_the_record_in_hand_finish_and_commit_before_run_returns(
+    bench: Bench,
+) -> None:
+    in_hand, next_one = await bench.publish(), await bench.publish()
+    entered, release = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+
+    async def slow(delivery: Delivery) -> None:
+        entered.set()
+        await release.wait()
+        finished.append(delivery.envelope.id)
+
+    loop = bench.consumer(slow)
+    task = asyncio.create_task(loop.run())
+    try:
+        await unless_crashed(entered.wait(), task)
+        loop.stop()
+        assert not task.done()
+        release.set()
+        await asyncio.wait_for(task, WAIT_SECONDS)  # run() returns once the record is done
+    finally:
+        release.set()
+        loop.stop()
+        await asyncio.wait_for(task, WAIT_SECONDS)
+
+    assert finished == [in_hand.id]  # finished, not cancelled, and nothing fetched after stop
+    assert await bench.committed() == 1
+    again = Calls()
+    async with running(bench.consumer(again.add)) as task:
+        await unless_crashed(again.wait_for_count(1), task)
+    assert again.ids == [next_one.id]
