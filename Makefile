@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint format typecheck contracts lock clean
+.PHONY: run test check format lock clean bench-intake
 
 $(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,6 @@ lock:  ## refresh both lock files from pyproject.toml (needs uv: pip install uv)
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache
+
+bench-intake: $(STAMP)  ## intake's accepted reports/s vs a trivial endpoint (docs/performance.md)
+	$(BIN)/python -m bench.intake

@@ -58,12 +58,17 @@ class TokenVerifier:
                 algorithms=["HS256"],
                 audience=AUDIENCE,
                 leeway=self._leeway,
-                options={"require": ["exp", "sub", "aud"], "verify_exp": False},
+                # times are checked below against the injected clock, not the machine's
+                options={
+                    "require": ["exp", "sub", "aud"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
         except jwt.PyJWTError as exc:
             raise AuthError(401, f"invalid token: {exc}") from exc
-        if claims["exp"] + self._leeway < now.timestamp():
-            raise AuthError(401, "invalid token: expired")
+        self._check_times(claims, now.timestamp())
         grids = claims.get("grids", [])
         if not isinstance(grids, list) or not all(isinstance(g, str) for g in grids):
             raise AuthError(401, "invalid token: grids must be a list of codes")
@@ -73,6 +78,18 @@ class TokenVerifier:
             scopes=frozenset(str(claims.get("scope", "")).split()),
             grids=tuple(grids),
         )
+
+    def _check_times(self, claims: dict[str, object], now: float) -> None:
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise AuthError(401, f"invalid token: {name} must be a number")
+            if name == "exp" and value + self._leeway < now:
+                raise AuthError(401, "invalid token: expired")
+            if name in ("nbf", "iat") and value - self._leeway > now:
+                raise AuthError(401, f"invalid token: not yet valid ({name})")
 
 
 def mint_token(

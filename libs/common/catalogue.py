@@ -437,7 +437,8 @@ def render_events_md() -> str:
         f"- **Payload schemas** are generated from the pydantic models in {SCHEMA_MODE} mode, so "
         "they describe what a consumer accepts: a field with a default may be absent, unknown "
         "fields are refused, date-times must carry an offset, and surrounding whitespace of "
-        "strings is stripped.",
+        "strings is stripped. Each schema's `$id` is "
+        f"`{schema_id('<ce type>')}`.",
         "",
         "## Topics",
         "",

@@ -8,6 +8,7 @@ definitions and migrations stay schema-free and one database can host every serv
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from sqlalchemy.ext.asyncio import (
 
 ALEMBIC_DIR = Path(__file__).parent / "alembic"
 MIGRATION_LOCK_ID = 0x67726964  # "grid": serialises migrations of concurrent instances
+# Alembic's `context` is one proxy per process: two upgrades in threads at once break each other
+_ALEMBIC_IN_USE = threading.Lock()
 
 plumbing = sa.MetaData()
 
@@ -57,7 +60,10 @@ def create_engine(database_url: str, *, schema: str, pool_size: int = 10) -> Asy
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # no pre-ping: it costs a round trip per checkout; a dead connection fails its
+        # transaction, which every caller already retries or reports
+        pool_pre_ping=False,
+        pool_recycle=1800,
         connect_args={"server_settings": {"search_path": schema, "application_name": schema}},
     )
 
@@ -84,7 +90,12 @@ async def migrate(*, database_url: str, schema: str, versions_dir: Path) -> None
     config.attributes["database_url"] = database_url
     config.attributes["schema"] = schema
     config.attributes["lock_id"] = MIGRATION_LOCK_ID
-    await asyncio.to_thread(command.upgrade, config, "head")
+    await asyncio.to_thread(_upgrade, config)
+
+
+def _upgrade(config: Config) -> None:
+    with _ALEMBIC_IN_USE:
+        command.upgrade(config, "head")
 
 
 async def claim_event(

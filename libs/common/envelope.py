@@ -8,6 +8,7 @@ SDK reads what this writes; tests/libs/common/test_envelope.py proves it both wa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,10 +18,21 @@ SPECVERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
 _REQUIRED = ("id", "source", "type", "specversion")
 _CORE = {"id", "source", "type", "specversion", "time", "subject", "dataschema"}
+# names an extension may not take: core attributes, the data members, and the Kafka binding's key
+_RESERVED = _CORE | {"datacontenttype", "data", "data_base64", "partitionkey"}
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
 class EnvelopeError(ValueError):
     """A Kafka record that is not a well-formed binary-mode CloudEvent."""
+
+
+@dataclass(frozen=True)
+class RawJson:
+    """Data that is already JSON text (e.g. read back from an outbox): written as it is."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -65,10 +77,13 @@ def encode(envelope: Envelope) -> KafkaRecord:
     if envelope.dataschema is not None:
         headers.append(("ce_dataschema", envelope.dataschema.encode()))
     for name, text in sorted(envelope.extensions.items()):
-        if name in _CORE or not name.isalnum() or not name.islower():
+        if name in _RESERVED or not _EXTENSION_NAME.fullmatch(name):
             raise EnvelopeError(f"invalid extension attribute name {name!r}")
         headers.append((f"ce_{name}", text.encode()))
-    value = json.dumps(envelope.data, ensure_ascii=False, separators=(",", ":")).encode()
+    if isinstance(envelope.data, RawJson):
+        value = envelope.data.text.encode()
+    else:
+        value = json.dumps(envelope.data, ensure_ascii=False, separators=(",", ":")).encode()
     key = envelope.key.encode() if envelope.key is not None else None
     return KafkaRecord(key=key, value=value, headers=headers)
 
@@ -85,6 +100,8 @@ def decode(
         except (UnicodeDecodeError, AttributeError) as exc:
             raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
         if lowered.startswith("ce_"):
+            if lowered[3:] in attributes:
+                raise EnvelopeError(f"header {name!r} appears more than once")
             attributes[lowered[3:]] = text
         elif lowered == "content-type":
             content_type = text
@@ -95,15 +112,15 @@ def decode(
         )
     if attributes["specversion"] != SPECVERSION:
         raise EnvelopeError(f"unsupported specversion {attributes['specversion']!r}")
-    media_type = (content_type or JSON_CONTENT_TYPE).split(";")[0].strip()
-    if media_type != JSON_CONTENT_TYPE and not media_type.endswith("+json"):
+    media_type = (content_type or JSON_CONTENT_TYPE).split(";")[0].strip().lower()
+    if media_type not in (JSON_CONTENT_TYPE, "text/json") and not media_type.endswith("+json"):
         raise EnvelopeError(f"unsupported content-type {content_type!r}")
     if value is None:
         raise EnvelopeError("record has no value")
     try:
-        data = json.loads(value)
+        data = json.loads(value.decode("utf-8"), parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise EnvelopeError(f"value is not JSON: {exc}") from exc
+        raise EnvelopeError(f"value is not JSON (UTF-8): {exc}") from exc
     time = _parse_time(attributes.get("time"))
     extensions = {k: v for k, v in attributes.items() if k not in _CORE and k != "partitionkey"}
     try:
@@ -124,13 +141,17 @@ def decode(
     )
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse_time(text: str | None) -> datetime:
     if not text:
         raise EnvelopeError("missing ce_time")
+    if not _RFC3339.fullmatch(text):
+        raise EnvelopeError(f"ce_time {text!r} is not RFC 3339")
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError as exc:
         raise EnvelopeError(f"ce_time {text!r} is not RFC 3339") from exc
-    if moment.tzinfo is None:
-        raise EnvelopeError(f"ce_time {text!r} has no offset")
     return moment

@@ -130,6 +130,38 @@ class AttachmentRef(Contract):
     name: ShortText | None = None
 
 
+class HazardDetails(Contract):
+    """What a safety-hazard report (安全隐患) must say besides the description."""
+
+    level: Literal["general", "major"] = Field(description="一般隐患 or 重大隐患")
+    hazard_type: Annotated[
+        str, Field(pattern=r"^[a-z][a-z_]{1,40}$", examples=["building", "gas", "electrical"])
+    ]
+    people_at_risk: Annotated[int, Field(ge=0, le=100_000)] = 0
+    rectified_on_site: bool = Field(
+        default=False, description="fixed on the spot by the worker (自行处置), counted apart"
+    )
+
+
+class DisputeDetails(Contract):
+    """What a dispute report (矛盾纠纷) must say besides the description."""
+
+    dispute_type: Annotated[
+        str, Field(pattern=r"^[a-z][a-z_]{1,40}$", examples=["neighbour", "labour", "land"])
+    ]
+    parties: Annotated[int, Field(ge=2, le=1000)]
+    mediation: Literal["not_started", "in_progress", "settled_on_site", "failed"]
+    risk_of_escalation: bool = False
+
+
+class ServiceRequest(Contract):
+    """A proxy-service request (帮代办): the item filed on a resident's behalf."""
+
+    item: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
+    item_name: ShortText
+    documents: Annotated[tuple[ShortText, ...], Field(max_length=20)] = ()
+
+
 class CaseSubmitted(Contract):
     """A new case from any source, accepted durably by the service that produced it."""
 
@@ -145,6 +177,41 @@ class CaseSubmitted(Contract):
     attachments: Annotated[tuple[AttachmentRef, ...], Field(max_length=20)] = ()
     occurred_at: Timestamp
     reported_at: Timestamp
+    hazard: HazardDetails | None = None
+    dispute: DisputeDetails | None = None
+    service: ServiceRequest | None = None
+    beneficiary: Reporter | None = Field(
+        default=None, description="the resident a proxy service is for (personal information)"
+    )
+
+
+class VisitOutcome(StrEnum):
+    MET = "met"
+    NOT_HOME = "not_home"
+    REFUSED = "refused"
+    HOSPITALISED = "hospitalised"
+    MOVED_AWAY = "moved_away"
+    DECEASED = "deceased"
+
+
+class VisitRecorded(Contract):
+    """A grid worker's visit (走访) to a key resident (四必访); resets that resident's obligation."""
+
+    visit_id: Annotated[str, Field(pattern=r"^V[0-9A-HJKMNP-TV-Z]{26}$")]
+    resident_id: Annotated[
+        str,
+        Field(
+            pattern=r"^[A-Za-z0-9_-]{1,64}$",
+            description="the key resident's opaque id in the visit register (never a name or ID number)",
+        ),
+    ]
+    worker_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    unit_grid: UnitGridCode
+    visited_at: Timestamp
+    recorded_at: Timestamp
+    outcome: VisitOutcome
+    follow_up_needed: bool = False
+    note: Annotated[str, Field(max_length=1000)] | None = None
 
 
 class CaseState(StrEnum):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -61,14 +61,29 @@ async def ensure_topics(
         await admin.close()
 
 
-def _producer(bootstrap_servers: str) -> AIOKafkaProducer:
+class _JoinListener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+    """Marks the loop ready once the group gave it its partitions (possibly none)."""
+
+    def __init__(self, joined: asyncio.Event) -> None:
+        self._joined = joined
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        self._joined.clear()
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        self._joined.set()
+
+
+def _producer(bootstrap_servers: str, request_timeout_ms: int) -> AIOKafkaProducer:
     # acks=all without the idempotent producer: the outbox and idempotent consumers give the
     # guarantees (DESIGN.md: InitProducerId fails on the embedded broker).
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         acks="all",
         linger_ms=2,
-        request_timeout_ms=15_000,
+        # a send to a paused broker waits this long before it fails and the batch is sent
+        # again (a duplicate the consumers drop by ce_id): longer than the outages we expect
+        request_timeout_ms=request_timeout_ms,
         enable_idempotence=False,
     )
 
@@ -76,8 +91,15 @@ def _producer(bootstrap_servers: str) -> AIOKafkaProducer:
 class Publisher:
     """Publishes catalogue events as binary-mode CloudEvents; every send waits for acks=all."""
 
-    def __init__(self, *, bootstrap_servers: str, names: TopicNames, source: str) -> None:
-        self._producer = _producer(bootstrap_servers)
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        names: TopicNames,
+        source: str,
+        request_timeout_ms: int = 120_000,
+    ) -> None:
+        self._producer = _producer(bootstrap_servers, request_timeout_ms)
         self._names = names
         self.source = source
 
@@ -168,7 +190,6 @@ class ConsumerLoop:
         self._metrics = metrics
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
-            self._topic_name,
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=group_id,
             enable_auto_commit=False,
@@ -178,6 +199,8 @@ class ConsumerLoop:
             max_poll_records=200,
         )
         self.started = asyncio.Event()
+        self.joined = asyncio.Event()
+        self._consumer.subscribe([self._topic_name], listener=_JoinListener(self.joined))
 
     def stop(self) -> None:
         """Stop fetching; the record in hand is finished and committed before the loop returns."""

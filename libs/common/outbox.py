@@ -1,7 +1,8 @@
 """Transactional outbox: an event is staged in the same transaction as the state it describes, and
 a relay publishes staged events in id order, marking them only after the broker acknowledged.
 
-Several relays may run (one per instance): rows are claimed with FOR UPDATE SKIP LOCKED.
+Several relays may run (one per instance), but one at a time drains an outbox (a transaction-level
+advisory lock on it): two draining together would publish one key's events out of order.
 """
 
 from __future__ import annotations
@@ -13,17 +14,21 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Gauge, Histogram
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.clock import Clock
 from libs.common.contract import Contract
 from libs.common.db import outbox
-from libs.common.envelope import Envelope
+from libs.common.envelope import Envelope, RawJson
 from libs.common.kafka import Publisher
 from libs.common.topics import CATALOGUE, Topic, build_envelope
 
 log = logging.getLogger(__name__)
 _TOPICS = {topic.name: topic for topic in CATALOGUE}
+# the key is this schema's outbox table (search_path), so services sharing a database never wait
+_DRAIN_LOCK = sa.text("SELECT pg_try_advisory_xact_lock(:space, 'outbox'::regclass::oid::int)")
+_DRAIN_LOCK_SPACE = 0x6F757462  # "outb"
 
 
 async def stage(
@@ -98,15 +103,21 @@ class OutboxRelay:
 
     async def run(self) -> None:
         failures = 0
+        measured = 0.0
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             try:
                 published = await self.drain_once()
-                await self._measure()
                 failures = 0
             except Exception as exc:  # broker or database away: keep the rows, retry later
                 failures += 1
                 log.warning("outbox relay failed (%d in a row): %s", failures, type(exc).__name__)
                 published = 0
+            # when idle, after a failure (a stuck outbox must show) and once a second when busy
+            if published == 0 or failures or loop.time() - measured >= 1.0:
+                await self._measure()
+                measured = loop.time()
+            if failures:
                 await asyncio.sleep(min(5.0, 0.2 * 2**failures))
             if published == 0:
                 self._wake.clear()
@@ -115,9 +126,22 @@ class OutboxRelay:
 
     async def drain_once(self) -> int:
         async with self._sessions() as session, session.begin():
+            if not (await session.execute(_DRAIN_LOCK, {"space": _DRAIN_LOCK_SPACE})).scalar():
+                return 0  # another relay is draining this outbox
             rows = (
                 await session.execute(
-                    sa.select(outbox)
+                    # the data as text: published as it is, never decoded and encoded again
+                    sa.select(
+                        outbox.c.id,
+                        outbox.c.topic,
+                        outbox.c.key,
+                        outbox.c.event_id,
+                        outbox.c.event_type,
+                        outbox.c.source,
+                        outbox.c.event_time,
+                        outbox.c.created_at,
+                        sa.cast(outbox.c.data, sa.Text).label("data_text"),
+                    )
                     .where(outbox.c.published_at.is_(None))
                     .order_by(outbox.c.id)
                     .limit(self._batch_size)
@@ -133,22 +157,27 @@ class OutboxRelay:
             now = self._clock.now()
             await session.execute(
                 sa.update(outbox)
-                .where(outbox.c.id.in_([row.id for row in rows]))
-                .values(published_at=now)
+                .where(outbox.c.id == sa.func.any(sa.bindparam("ids", type_=ARRAY(sa.BigInteger))))
+                .values(published_at=now),
+                {"ids": [row.id for row in rows]},
             )
             for row in rows:
                 self._metrics.publish_seconds.observe((now - row.created_at).total_seconds())
             return len(rows)
 
     async def _measure(self) -> None:
-        async with self._sessions() as session:
-            depth, oldest = (
-                await session.execute(
-                    sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
-                        outbox.c.published_at.is_(None)
+        try:
+            async with self._sessions() as session:
+                depth, oldest = (
+                    await session.execute(
+                        sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
+                            outbox.c.published_at.is_(None)
+                        )
                     )
-                )
-            ).one()
+                ).one()
+        except Exception as exc:  # the database is away: the gauges keep their last values
+            log.warning("outbox gauges not updated: %s", type(exc).__name__)
+            return
         self._metrics.depth.set(depth)
         age = (self._clock.now() - oldest).total_seconds() if oldest is not None else 0.0
         self._metrics.age.set(max(0.0, age))
@@ -163,5 +192,5 @@ def _envelope(row: sa.Row[tuple[object, ...]]) -> Envelope:
         time=mapping["event_time"],
         subject=str(mapping["key"]),
         key=str(mapping["key"]),
-        data=mapping["data"],
+        data=RawJson(str(mapping["data_text"])),
     )

@@ -55,6 +55,7 @@ class Runtime:
         self.outbox_metrics = OutboxMetrics(self.registry)
         self._tasks: list[asyncio.Task[None]] = []
         self._stoppers: list[Callable[[], None]] = []
+        self._checks: dict[str, Callable[[], bool]] = {}
         self.refdata: ReferenceData
         self.engine: AsyncEngine
         self.sessions: async_sessionmaker[AsyncSession]
@@ -94,6 +95,7 @@ class Runtime:
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             names=self.names,
             source=self.source,
+            request_timeout_ms=self.settings.kafka_request_timeout_ms,
         )
         await self.publisher.start()
         self.relay = OutboxRelay(
@@ -113,11 +115,16 @@ class Runtime:
         self._stoppers.append(stop)
         return task
 
+    def add_check(self, name: str, check: Callable[[], bool]) -> None:
+        """A readiness condition of the service's own (e.g. a consumer has joined its group)."""
+        self._checks[name] = check
+
     async def ready(self) -> dict[str, bool]:
         return {
             "database": await ping(self.engine),
             "broker": await self.publisher.ping(),
             "workers": all(not task.done() for task in self._tasks),
+            **{name: check() for name, check in self._checks.items()},
         }
 
     async def stop(self, *, grace: float = 10.0) -> None:

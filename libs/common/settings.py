@@ -62,6 +62,11 @@ class ServiceSettings(BaseSettings):
     kafka_retry_backoff_ms: int = Field(
         default=200, ge=0, description="pause before retry n of a failing record: n × this"
     )
+    kafka_request_timeout_ms: int = Field(
+        default=120_000,
+        ge=1000,
+        description="how long a produce request waits for the broker before it is retried",
+    )
     kafka_partitions: int = Field(
         default=4, ge=1, description="partitions of topics created at start"
     )

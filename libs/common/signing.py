@@ -20,12 +20,18 @@ class SignatureError(ValueError):
     pass
 
 
+MIN_KEY_BYTES = 24  # the spec recommends 24 to 64 random bytes
+
+
 def _key(secret: str) -> bytes:
     raw = secret.removeprefix(SECRET_PREFIX)
     try:
-        return base64.b64decode(raw, validate=True)
+        key = base64.b64decode(raw, validate=True)
     except ValueError as exc:
         raise SignatureError("webhook secret is not base64 (whsec_...)") from exc
+    if len(key) < MIN_KEY_BYTES:
+        raise SignatureError(f"webhook secret must decode to at least {MIN_KEY_BYTES} bytes")
+    return key
 
 
 def sign(*, secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -65,9 +71,11 @@ def verify(
         raise SignatureError("webhook-timestamp outside the tolerance window")
     offered = [s.split(",", 1)[1] for s in signatures.split() if s.startswith("v1,")]
     for secret in secrets:
-        expected = sign(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body).split(",", 1)[
-            1
-        ]
-        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
+        try:
+            expected = sign(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body)
+        except SignatureError:
+            continue  # one malformed secret of a rotation must not hide the others
+        digest = expected.split(",", 1)[1]
+        if any(hmac.compare_digest(digest, candidate) for candidate in offered):
             return
     raise SignatureError("no matching signature")

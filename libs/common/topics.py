@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from libs.common.contract import Contract
 from libs.common.envelope import Envelope, EnvelopeError
-from libs.common.events import CaseLifecycleEvent, CaseSubmitted, DeadLetter
+from libs.common.events import CaseLifecycleEvent, CaseSubmitted, DeadLetter, VisitRecorded
 from libs.common.ids import new_event_id
 
 
@@ -46,16 +46,24 @@ CASES_LIFECYCLE = Topic(
     consumers=("sla", "hotline_bridge", "citycare_bridge", "intake", "operators"),
     events={"gridflow.case.lifecycle": CaseLifecycleEvent},
 )
+VISITS_RECORDED = Topic(
+    name="visits.recorded",
+    key="resident_id",
+    description="Grid workers' visits to key residents; the sla service tracks visit obligations.",
+    producers=("intake",),
+    consumers=("sla",),
+    events={"gridflow.visit.recorded": VisitRecorded},
+)
 DEADLETTER = Topic(
     name="deadletter",
-    key="original record key",
+    key="original record key, else <topic>/<partition>",
     description="Records a consumer could not decode or handle after bounded retries.",
     producers=("every consumer",),
     consumers=("operators",),
     events={"gridflow.deadletter": DeadLetter},
 )
 
-CATALOGUE: tuple[Topic, ...] = (CASES_SUBMITTED, CASES_LIFECYCLE, DEADLETTER)
+CATALOGUE: tuple[Topic, ...] = (CASES_SUBMITTED, CASES_LIFECYCLE, VISITS_RECORDED, DEADLETTER)
 
 
 class PayloadError(ValueError):

@@ -83,6 +83,7 @@ def create_app(
             )
             app.state.consumer = consumer
             runtime.spawn(consumer.run(), stop=consumer.stop, name="cases-submitted")
+            runtime.add_check("consumer", consumer.joined.is_set)
             yield
         finally:
             await runtime.stop()

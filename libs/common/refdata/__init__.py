@@ -1,18 +1,25 @@
-"""Reference data: the grid tree, departments, categories and routing rules, loaded from YAML."""
+"""Reference data: the grid tree and its polygons, departments, categories, routing rules,
+proxy-service items and the Open311 configuration, loaded from config files."""
 
+from libs.common.refdata.gridmap import Bounds, GridMap, GridPolygon
 from libs.common.refdata.loader import ConfigError, ConfigIssue, load_reference_data
 from libs.common.refdata.models import (
     Category,
+    CategoryForm,
     Department,
     GridLevel,
     GridNode,
     GridTree,
+    Open311Client,
+    Open311Config,
+    Open311Service,
     Person,
     ReferenceData,
     RoutingRule,
     RoutingTable,
     RuleMatch,
     Sector,
+    ServiceItem,
     TownKind,
     VillageKind,
     WebhookReceiver,
@@ -20,19 +27,27 @@ from libs.common.refdata.models import (
 )
 
 __all__ = [
+    "Bounds",
     "Category",
+    "CategoryForm",
     "ConfigError",
     "ConfigIssue",
     "Department",
     "GridLevel",
+    "GridMap",
     "GridNode",
+    "GridPolygon",
     "GridTree",
+    "Open311Client",
+    "Open311Config",
+    "Open311Service",
     "Person",
     "ReferenceData",
     "RoutingRule",
     "RoutingTable",
     "RuleMatch",
     "Sector",
+    "ServiceItem",
     "TownKind",
     "VillageKind",
     "WebhookReceiver",

@@ -16,9 +16,11 @@ def summary(data: ReferenceData) -> str:
     grid = data.grid
     return (
         f"OK: {len(grid.towns)} towns, {len(grid.villages)} villages,"
-        f" {len(grid.unit_grids)} unit grids, {len(data.departments)} departments,"
-        f" {len(data.categories)} categories, {len(data.routing.rules)} routing rules"
-        f" (version {data.routing.version})"
+        f" {len(grid.unit_grids)} unit grids, {len(data.grid_map)} grid polygons,"
+        f" {len(data.departments)} departments, {len(data.categories)} categories,"
+        f" {len(data.routing.rules)} routing rules (version {data.routing.version}),"
+        f" {len(data.service_items)} service items, {len(data.open311.clients)} Open311 clients,"
+        f" {len(data.open311.services)} Open311 services"
     )
 
 

@@ -1,9 +1,13 @@
-"""Deterministic generator of the demo city's grid tree (config/grid.yaml).
+"""Deterministic generator of the demo city's grid tree and unit-grid polygons.
 
-    python -m libs.common.refdata.demo --out config/grid.yaml
+    python -m libs.common.refdata.demo --out config/grid.yaml \
+        --polygons-out config/grid_polygons.geojson
 
 The demo city has the reference shape of a county-level city: 5 sectors, 24 towns and
-sub-districts, 271 villages and communities, 820 unit grids. Names are fictional.
+sub-districts, 271 villages and communities, 820 unit grids. Names are fictional, and so is the
+map: the city is the box lon 113.30-113.80, lat 27.70-28.10 (in Hunan), cut into rectangles so
+that each town is one block, each village a block inside its town and each unit grid a block
+inside its village, with no gaps and no overlaps.
 """
 
 import argparse
@@ -27,6 +31,11 @@ CITY_CODE = "430281"
 CITY_NAME = "示范市"
 VILLAGE_TOTAL = 271
 UNIT_GRID_TOTAL = 820
+CITY_BOX = (113.30, 27.70, 113.80, 28.10)  # west, south, east, north (WGS-84 degrees)
+LON_SCALE = 0.883  # km per degree of longitude over km per degree of latitude, at 28° N
+COORDINATE_DECIMALS = 6  # about 0.1 m; cuts are rounded once, so neighbours share exact edges
+# A village grid covers more ground than a community grid: fields and hills against streets.
+GRID_AREA = {VillageKind.COMMUNITY: 1, VillageKind.VILLAGE: 5}
 
 SECTORS = (
     ("S1", "中心城区片区", "市委副书记"),
@@ -226,6 +235,21 @@ class _DemoCity:
         return DemoVillage(code, name, kind, responsible, units)
 
 
+@dataclass(frozen=True)
+class DemoCity:
+    responsible: DemoPerson
+    sectors: tuple[tuple[str, str, DemoPerson], ...]  # id, name, leader
+    towns: tuple[DemoTown, ...]
+
+
+def draw_demo_city() -> DemoCity:
+    """The whole demo tree, drawn in the one order that render_demo_grid has always used."""
+    city = _DemoCity()
+    responsible = city.person("市委书记")
+    sectors = tuple((sid, name, city.person(title)) for sid, name, title in SECTORS)
+    return DemoCity(responsible, sectors, tuple(city.towns()))
+
+
 def _text(value: str) -> str:
     return value if _PLAIN.fullmatch(value) else json.dumps(value, ensure_ascii=False)
 
@@ -256,39 +280,136 @@ def _town_lines(town: DemoTown) -> Iterator[str]:
 
 def render_demo_grid() -> str:
     """The demo grid.yaml, identical on every run."""
-    city = _DemoCity()
+    city = draw_demo_city()
     lines = [
         "# Demo grid tree of the fictional 示范市 (county code 430281); all names are invented.",
         "# Generated: python -m libs.common.refdata.demo --out config/grid.yaml (do not edit).",
         "city:",
         f'  code: "{CITY_CODE}"',
         f"  name: {CITY_NAME}",
-        f"  responsible: {_person(city.person('市委书记'))}",
+        f"  responsible: {_person(city.responsible)}",
         "sectors:",
     ]
-    for sector_id, name, title in SECTORS:
+    for sector_id, name, person in city.sectors:
         lines += [
             f"  - id: {sector_id}",
             f"    name: {_text(name)}",
-            f"    responsible: {_person(city.person(title))}",
+            f"    responsible: {_person(person)}",
         ]
     lines.append("towns:")
-    for town in city.towns():
+    for town in city.towns:
         lines += _town_lines(town)
     return "\n".join(lines) + "\n"
 
 
+# --- the map ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Box:
+    west: float
+    south: float
+    east: float
+    north: float
+
+    def ring(self) -> list[list[float]]:
+        """The closed exterior ring, counterclockwise as RFC 7946 asks."""
+        corners = [[self.west, self.south], [self.east, self.south], [self.east, self.north]]
+        return [*corners, [self.west, self.north], [self.west, self.south]]
+
+
+def slice_box(box: Box, weights: Sequence[int]) -> list[Box]:
+    """Cut `box` into one box per weight, areas in proportion, neighbours in order.
+
+    Halves the list where the weight splits most evenly and cuts the box across its longer side
+    (in kilometres), recursively, so the pieces stay squarish and consecutive weights adjoin.
+    """
+    if len(weights) == 1:
+        return [box]
+    total = sum(weights)
+    running = [sum(weights[:k]) for k in range(1, len(weights))]
+    k = 1 + min(range(len(running)), key=lambda i: (abs(2 * running[i] - total), i))
+    share = running[k - 1] / total
+    if (box.east - box.west) * LON_SCALE >= box.north - box.south:
+        cut = round(box.west + (box.east - box.west) * share, COORDINATE_DECIMALS)
+        first, second = (
+            Box(box.west, box.south, cut, box.north),
+            Box(cut, box.south, box.east, box.north),
+        )
+    else:
+        cut = round(box.south + (box.north - box.south) * share, COORDINATE_DECIMALS)
+        first, second = (
+            Box(box.west, box.south, box.east, cut),
+            Box(box.west, cut, box.east, box.north),
+        )
+    if not (first.west < first.east and first.south < first.north) or not (
+        second.west < second.east and second.south < second.north
+    ):
+        raise ValueError(f"{box} is too small to cut at {COORDINATE_DECIMALS} decimals")
+    return slice_box(first, weights[:k]) + slice_box(second, weights[k:])
+
+
+def demo_grid_boxes(towns: Sequence[DemoTown]) -> dict[str, Box]:
+    """The box of every unit grid, by code: towns tile the city, villages their town, and so on."""
+    boxes: dict[str, Box] = {}
+    town_weights = [
+        sum(GRID_AREA[village.kind] * len(village.grids) for village in town.villages)
+        for town in towns
+    ]
+    for town, town_box in zip(towns, slice_box(Box(*CITY_BOX), town_weights), strict=True):
+        village_weights = [GRID_AREA[v.kind] * len(v.grids) for v in town.villages]
+        for village, village_box in zip(
+            town.villages, slice_box(town_box, village_weights), strict=True
+        ):
+            units = slice_box(village_box, [1] * len(village.grids))
+            boxes.update((unit.code, box) for unit, box in zip(village.grids, units, strict=True))
+    return boxes
+
+
+def render_demo_polygons() -> str:
+    """The demo grid_polygons.geojson, identical on every run: one feature per line."""
+    boxes = demo_grid_boxes(draw_demo_city().towns)
+    header = {
+        "type": "FeatureCollection",
+        "name": "示范市单元网格 (generated: python -m libs.common.refdata.demo"
+        " --polygons-out config/grid_polygons.geojson; do not edit)",
+    }
+    features = [
+        _compact_json(
+            {
+                "type": "Feature",
+                "properties": {"code": code},
+                "geometry": {"type": "Polygon", "coordinates": [box.ring()]},
+            }
+        )
+        for code, box in boxes.items()
+    ]
+    opening = _compact_json(header)[:-1] + ',"features":['
+    return "\n".join([opening, ",\n".join(features), "]}"]) + "\n"
+
+
+def _compact_json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m libs.common.refdata.demo", description="Write the demo grid.yaml."
+        prog="python -m libs.common.refdata.demo",
+        description="Write the demo grid.yaml and grid_polygons.geojson.",
     )
-    parser.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write grid.yaml (default: standard output, unless --polygons-out is given)",
+    )
+    parser.add_argument("--polygons-out", type=Path, help="where to write grid_polygons.geojson")
     args = parser.parse_args(argv)
-    text = render_demo_grid()
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        args.out.write_text(text, encoding="utf-8", newline="\n")
+    if args.out is None and args.polygons_out is None:
+        sys.stdout.write(render_demo_grid())
+    if args.out is not None:
+        args.out.write_text(render_demo_grid(), encoding="utf-8", newline="\n")
+    if args.polygons_out is not None:
+        args.polygons_out.write_text(render_demo_polygons(), encoding="utf-8", newline="\n")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Load the reference-data folder and report every problem with its file and line."""
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -10,20 +10,27 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from libs.common.refdata.gridmap import GridMap, GridPolygon
+from libs.common.refdata.jsonsource import parse_json
 from libs.common.refdata.models import (
     TOWN_SEQUENCES,
     UNIT_SEQUENCES,
     VILLAGE_SEQUENCES,
     CategoriesFile,
+    CategoryForm,
     DepartmentsFile,
     GridFile,
     GridLevel,
     GridNode,
+    GridPolygonsFile,
     GridTree,
+    Open311Config,
+    Open311File,
     Person,
     ReferenceData,
     RoutingFile,
     RoutingTable,
+    ServiceItemsFile,
     child_code_problem,
 )
 from libs.common.refdata.yamlsource import Loc, YamlDocument, YamlSourceError, parse_yaml
@@ -32,6 +39,9 @@ GRID_FILE = "grid.yaml"
 DEPARTMENTS_FILE = "departments.yaml"
 CATEGORIES_FILE = "categories.yaml"
 ROUTING_FILE = "routing.yaml"
+POLYGONS_FILE = "grid_polygons.geojson"
+SERVICE_ITEMS_FILE = "service_items.yaml"
+OPEN311_FILE = "open311.yaml"
 
 Schema = TypeVar("Schema", bound=BaseModel)
 
@@ -84,14 +94,28 @@ class Source(Generic[Schema]):
 
 
 def load_reference_data(config_dir: Path) -> ReferenceData:
-    """Read, validate and cross-check the four reference files; ConfigError lists all issues."""
+    """Read, validate and cross-check the reference files; ConfigError lists all issues."""
     if not config_dir.is_dir():
         raise ConfigError([ConfigIssue(str(config_dir), None, "config folder not found")])
     grid, grid_issues = read_source(config_dir / GRID_FILE, GridFile)
     departments, department_issues = read_source(config_dir / DEPARTMENTS_FILE, DepartmentsFile)
     categories, category_issues = read_source(config_dir / CATEGORIES_FILE, CategoriesFile)
     routing, routing_issues = read_source(config_dir / ROUTING_FILE, RoutingFile)
-    issues = [*grid_issues, *department_issues, *category_issues, *routing_issues]
+    polygons, polygon_issues = read_source(
+        config_dir / POLYGONS_FILE, GridPolygonsFile, parse=parse_json
+    )
+    items, item_issues = read_source(config_dir / SERVICE_ITEMS_FILE, ServiceItemsFile)
+    open311, open311_issues = read_source(config_dir / OPEN311_FILE, Open311File)
+    issues = [
+        *grid_issues,
+        *department_issues,
+        *category_issues,
+        *routing_issues,
+        *polygon_issues,
+        *item_issues,
+        *open311_issues,
+    ]
+    category_model = None if categories is None else categories.model
     if grid is not None:
         issues += grid.issues(grid_findings(grid.model))
     if departments is not None:
@@ -103,10 +127,29 @@ def load_reference_data(config_dir: Path) -> ReferenceData:
             routing_findings(
                 routing.model,
                 departments=None if departments is None else departments.model,
-                categories=None if categories is None else categories.model,
+                categories=category_model,
             )
         )
-    if issues or grid is None or departments is None or categories is None or routing is None:
+    if polygons is not None:
+        issues += polygons.issues(
+            polygon_findings(polygons.model, grid=None if grid is None else grid.model)
+        )
+        if grid is not None:
+            issues += missing_polygon_issues(polygons, grid)
+    if items is not None:
+        issues += items.issues(service_item_findings(items.model, categories=category_model))
+    if open311 is not None:
+        issues += open311.issues(open311_findings(open311.model, categories=category_model))
+    if (
+        issues
+        or grid is None
+        or departments is None
+        or categories is None
+        or routing is None
+        or polygons is None
+        or items is None
+        or open311 is None
+    ):
         raise ConfigError(sorted(issues, key=lambda issue: (issue.file, issue.line or 0)))
     return ReferenceData(
         grid=build_grid_tree(grid.model),
@@ -115,13 +158,22 @@ def load_reference_data(config_dir: Path) -> ReferenceData:
         routing=RoutingTable(
             rules=routing.model.rules, version=routing_version(routing.model, routing.raw)
         ),
+        grid_map=build_grid_map(polygons.model),
+        service_items=MappingProxyType({item.code: item for item in items.model.items}),
+        open311=Open311Config(
+            clients=MappingProxyType({client.id: client for client in open311.model.clients}),
+            services=open311.model.services,
+        ),
     )
 
 
 def read_source(
-    path: Path, schema: type[Schema]
+    path: Path, schema: type[Schema], *, parse: Callable[[str], YamlDocument] = parse_yaml
 ) -> tuple[Source[Schema] | None, list[ConfigIssue]]:
-    """Parse and schema-validate one file: the Source, or None and the reasons why not."""
+    """Parse and schema-validate one file: the Source, or None and the reasons why not.
+
+    `parse` turns the text into values with their lines: YAML by default, `parse_json` for JSON.
+    """
     file = str(path)
     try:
         raw = path.read_bytes()
@@ -134,7 +186,7 @@ def read_source(
     except UnicodeDecodeError as error:
         return None, [ConfigIssue(file, raw[: error.start].count(b"\n") + 1, "not valid UTF-8")]
     try:
-        document = parse_yaml(text)
+        document = parse(text)
     except YamlSourceError as error:
         return None, [ConfigIssue(file, problem.line, problem.reason) for problem in error.problems]
     try:
@@ -252,7 +304,8 @@ def routing_findings(
 ) -> list[Finding]:
     """Rule ids are unique, and, when those files are valid, departments and prefixes resolve.
 
-    A category no rule reaches is fine: its cases go to triage.
+    A category no rule reaches is fine: its cases go to triage. A rule that can never apply,
+    because earlier rules take every category it matches (first match wins), is not.
     """
     findings = duplicate_findings(
         ((("rules", i, "id"), rule.id) for i, rule in enumerate(routing.rules)), "rule id"
@@ -267,10 +320,130 @@ def routing_findings(
                 findings.append(Finding(("rules", i, "department"), reason))
     if categories is not None:
         codes = [c.code for c in categories.categories]
+        taken: dict[str, int] = {}  # category code -> index of the rule that takes it
         for i, rule in enumerate(routing.rules):
-            if not any(code.startswith(rule.category_prefix) for code in codes):
+            matched = [code for code in codes if code.startswith(rule.category_prefix)]
+            loc: Loc = ("rules", i, "match", "category_prefix")
+            if not matched:
                 reason = f"category_prefix {rule.category_prefix!r} matches no category"
-                findings.append(Finding(("rules", i, "match", "category_prefix"), reason))
+                findings.append(Finding(loc, reason))
+            elif all(code in taken for code in matched):
+                earlier = ", ".join(f"rules[{j}]" for j in sorted({taken[c] for c in matched}))
+                reason = (
+                    f"rule never applies: {earlier} before it take every category it matches"
+                    " (first match wins); list the more specific prefix first"
+                )
+                findings.append(Finding(loc, reason))
+            for code in matched:
+                taken.setdefault(code, i)
+    return findings
+
+
+def _unit_grid_codes(grid: GridFile) -> dict[str, Loc]:
+    return {
+        entry.code: (*entry.loc, "code")
+        for entry in _grid_entries(grid)
+        if entry.kind == "unit grid"
+    }
+
+
+def polygon_findings(polygons: GridPolygonsFile, *, grid: GridFile | None) -> list[Finding]:
+    """Each feature's code is unique and, when grid.yaml is valid, one of its unit grids."""
+    codes: list[tuple[Loc, str]] = [
+        (("features", i, "properties", "code"), feature.properties.code)
+        for i, feature in enumerate(polygons.features)
+    ]
+    findings = duplicate_findings(codes, "code")
+    if grid is not None:
+        units = _unit_grid_codes(grid)
+        findings += [
+            Finding(loc, f"unknown unit grid {code!r}: not in {GRID_FILE}")
+            for loc, code in codes
+            if code not in units
+        ]
+    return findings
+
+
+def missing_polygon_issues(
+    polygons: Source[GridPolygonsFile], grid: Source[GridFile]
+) -> list[ConfigIssue]:
+    """One file-level issue per unit grid of grid.yaml that no feature covers."""
+    covered = {feature.properties.code for feature in polygons.model.features}
+    return [
+        ConfigIssue(
+            polygons.file,
+            None,
+            f"no polygon for unit grid {code!r} ({GRID_FILE} line {grid.document.line_of(loc)})",
+        )
+        for code, loc in _unit_grid_codes(grid.model).items()
+        if code not in covered
+    ]
+
+
+def _category_forms(categories: CategoriesFile) -> dict[str, CategoryForm]:
+    return {category.code: category.form for category in categories.categories}
+
+
+def service_item_findings(
+    items: ServiceItemsFile, *, categories: CategoriesFile | None
+) -> list[Finding]:
+    """Codes are unique, documents are not listed twice; categories exist with form `service`."""
+    indexed = list(enumerate(items.items))
+    findings = duplicate_findings(
+        ((("items", i, "code"), item.code) for i, item in indexed), "code"
+    )
+    for i, item in indexed:
+        findings += duplicate_findings(
+            ((("items", i, "documents", d), doc) for d, doc in enumerate(item.documents)),
+            "document",
+        )
+    if categories is not None:
+        forms = _category_forms(categories)
+        for i, item in indexed:
+            form = forms.get(item.category)
+            if form is None:
+                reason = f"unknown category {item.category!r}"
+            elif form is not CategoryForm.SERVICE:
+                reason = (
+                    f"category {item.category!r} has form {form};"
+                    " a service item needs a category of form 'service'"
+                )
+            else:
+                continue
+            findings.append(Finding(("items", i, "category"), reason))
+    return findings
+
+
+def open311_findings(open311: Open311File, *, categories: CategoriesFile | None) -> list[Finding]:
+    """Client ids and key names are unique; each category is offered once, exists, is no service.
+
+    Proxy services (form `service`) are filed by grid workers, never through Open311.
+    """
+    clients = list(enumerate(open311.clients))
+    services = list(enumerate(open311.services))
+    findings = [
+        *duplicate_findings(((("clients", i, "id"), c.id) for i, c in clients), "client id"),
+        *duplicate_findings(
+            ((("clients", i, "key_env"), c.key_env) for i, c in clients), "key_env"
+        ),
+        *duplicate_findings(
+            ((("services", i, "category"), s.category) for i, s in services), "category"
+        ),
+    ]
+    if categories is not None:
+        forms = _category_forms(categories)
+        for i, service in services:
+            form = forms.get(service.category)
+            if form is None:
+                reason = f"unknown category {service.category!r}"
+            elif form is CategoryForm.SERVICE:
+                reason = (
+                    f"category {service.category!r} has form service;"
+                    " proxy services are not offered through Open311"
+                )
+            else:
+                continue
+            findings.append(Finding(("services", i, "category"), reason))
     return findings
 
 
@@ -307,6 +480,20 @@ def build_grid_tree(grid: GridFile) -> GridTree:
 
 def _node(code: str, level: GridLevel, name: str, parent: str, responsible: Person) -> GridNode:
     return GridNode(code=code, level=level, name=name, parent_code=parent, responsible=responsible)
+
+
+def build_grid_map(polygons: GridPolygonsFile) -> GridMap:
+    """The indexed map of a polygons file that passed `polygon_findings` (unique codes)."""
+    return GridMap(
+        GridPolygon(
+            code=feature.properties.code,
+            parts=tuple(
+                tuple(tuple((position[0], position[1]) for position in ring) for ring in polygon)
+                for polygon in feature.polygons
+            ),
+        )
+        for feature in polygons.features
+    )
 
 
 def routing_version(routing: RoutingFile, raw: bytes) -> str:

@@ -1,13 +1,16 @@
-"""Reference-data models: the grid tree, departments, categories and routing rules.
+"""Reference-data models: the grid tree and its polygons, departments, categories, routing rules,
+proxy-service items and the Open311 configuration.
 
-The `*Spec` and `*File` models are the YAML schema; `GridTree`, `RoutingTable` and `ReferenceData`
-are what the rest of gridflow reads once the loader has validated every file.
+The `*Spec` and `*File` models are the file schema; `GridTree`, `GridMap`, `RoutingTable`,
+`Open311Config` and `ReferenceData` are what the rest of gridflow reads once the loader has
+validated every file.
 """
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -16,10 +19,15 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
+    NonNegativeInt,
     PositiveInt,
+    Strict,
     StringConstraints,
     field_validator,
 )
+
+from libs.common.refdata.gridmap import GridMap
 
 
 class FrozenModel(BaseModel):
@@ -293,18 +301,22 @@ def _uscc(value: str) -> str:
     return value
 
 
-def _secret_env(value: str) -> str:
-    if not SECRET_ENV_PATTERN.fullmatch(value):
-        # Never echo the value: it may be the secret itself.
-        raise ValueError(
-            "secret_env must be the NAME of an environment variable matching"
-            f" {SECRET_ENV_PATTERN.pattern}, never the secret itself"
-        )
-    return value
+def _env_name(field_name: str, holds: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not SECRET_ENV_PATTERN.fullmatch(value):
+            # Never echo the value: it may be the secret itself.
+            raise ValueError(
+                f"{field_name} must be the NAME of an environment variable matching"
+                f" {SECRET_ENV_PATTERN.pattern}, never the {holds} itself"
+            )
+        return value
+
+    return AfterValidator(check)
 
 
 Uscc = Annotated[str, AfterValidator(_uscc)]
-SecretEnvName = Annotated[str, AfterValidator(_secret_env)]
+SecretEnvName = Annotated[str, _env_name("secret_env", "secret")]
+ApiKeyEnvName = Annotated[str, _env_name("key_env", "key")]
 ShortCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 
 
@@ -340,10 +352,23 @@ class DepartmentsFile(FrozenModel):
 # --- categories ---------------------------------------------------------------------------------
 
 
+class CategoryForm(StrEnum):
+    """Which form a grid worker fills in for a category, and which intake path takes it."""
+
+    INCIDENT = "incident"  # an event found on patrol (the default)
+    HAZARD = "hazard"  # a safety hazard (安全隐患): the report carries hazard details
+    DISPUTE = "dispute"  # a dispute (矛盾纠纷): the report carries the parties and mediation
+    SERVICE = "service"  # a proxy service (帮代办), filed as a service item, never as a report
+
+
+CategoryCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]*\.[a-z][a-z_]*$")]
+
+
 class Category(FrozenModel):
-    code: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]*\.[a-z][a-z_]*$")]
+    code: CategoryCode
     name: Name
     description: str | None = None
+    form: CategoryForm = CategoryForm.INCIDENT
 
 
 class CategoriesFile(FrozenModel):
@@ -378,7 +403,138 @@ class RoutingTable:
     version: str  # "v<declared>-<sha256 of the file, 12 hex>": any edit changes it
 
 
+# --- unit-grid polygons (GeoJSON, RFC 7946) -----------------------------------------------------
+
+
+def _position(value: tuple[float, ...]) -> tuple[float, ...]:
+    if not 2 <= len(value) <= 3:
+        raise ValueError(
+            f"a position is [longitude, latitude] (an altitude may follow), got {len(value)} numbers"
+        )
+    lon, lat = value[0], value[1]
+    if not -180 <= lon <= 180:
+        raise ValueError(f"longitude {lon} is outside [-180, 180]")
+    if not -90 <= lat <= 90:
+        raise ValueError(f"latitude {lat} is outside [-90, 90]")
+    return value
+
+
+def _linear_ring(ring: tuple[tuple[float, ...], ...]) -> tuple[tuple[float, ...], ...]:
+    if len(ring) < 4:
+        raise ValueError(f"a linear ring needs at least 4 positions, got {len(ring)}")
+    if ring[0] != ring[-1]:
+        raise ValueError("ring is not closed: its last position must repeat its first")
+    return ring
+
+
+Position = Annotated[tuple[Annotated[float, Strict()], ...], AfterValidator(_position)]
+LinearRing = Annotated[tuple[Position, ...], AfterValidator(_linear_ring)]
+PolygonCoordinates = Annotated[tuple[LinearRing, ...], NonEmpty]  # exterior ring, then holes
+BoundingBox = tuple[float, ...]
+
+
+class PolygonGeometry(FrozenModel):
+    type: Literal["Polygon"]
+    coordinates: PolygonCoordinates
+    bbox: BoundingBox | None = None
+
+
+class MultiPolygonGeometry(FrozenModel):
+    type: Literal["MultiPolygon"]
+    coordinates: Annotated[tuple[PolygonCoordinates, ...], NonEmpty]
+    bbox: BoundingBox | None = None
+
+
+class GridFeatureProperties(FrozenModel):
+    code: UnitGridCode
+
+
+class GridFeature(FrozenModel):
+    type: Literal["Feature"]
+    id: str | int | None = None
+    bbox: BoundingBox | None = None
+    properties: GridFeatureProperties
+    geometry: Annotated[PolygonGeometry | MultiPolygonGeometry, Field(discriminator="type")]
+
+    @property
+    def polygons(self) -> tuple[tuple[tuple[tuple[float, ...], ...], ...], ...]:
+        """Polygon or MultiPolygon, as a tuple of polygons (each its rings of positions)."""
+        geometry = self.geometry
+        if isinstance(geometry, PolygonGeometry):
+            return (geometry.coordinates,)
+        return geometry.coordinates
+
+
+class GridPolygonsFile(FrozenModel):
+    """Schema of grid_polygons.geojson: one Feature per unit grid, `properties.code` its code."""
+
+    type: Literal["FeatureCollection"]
+    name: str | None = None  # a foreign member GIS tools write; here it says the file is generated
+    bbox: BoundingBox | None = None
+    features: Annotated[tuple[GridFeature, ...], NonEmpty]
+
+
+# --- proxy-service items (帮代办) -----------------------------------------------------------------
+
+DocumentName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+
+
+class ServiceItem(FrozenModel):
+    """A government-service matter a grid worker may file on a resident's behalf."""
+
+    code: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
+    name: Name
+    category: CategoryCode  # a category of form `service`
+    documents: Annotated[tuple[DocumentName, ...], NonEmpty]  # what to collect from the resident
+    time_limit_days: NonNegativeInt | None  # committed limit, working days; 0 = on the spot (即办)
+
+
+class ServiceItemsFile(FrozenModel):
+    items: tuple[ServiceItem, ...]
+
+
+# --- Open311 (GeoReport v2) ---------------------------------------------------------------------
+
+
+class Open311Client(FrozenModel):
+    """An app allowed to call the Open311 API; its key is read from the environment."""
+
+    id: Slug
+    name: Name
+    key_env: ApiKeyEnvName
+
+
+Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
+
+
+class Open311Service(FrozenModel):
+    """A gridflow category offered as an Open311 service (service_code = the category code)."""
+
+    category: CategoryCode
+    group: Name
+    keywords: tuple[Keyword, ...] = ()
+
+
+class Open311File(FrozenModel):
+    clients: tuple[Open311Client, ...]
+    services: tuple[Open311Service, ...]
+
+
+@dataclass(frozen=True)
+class Open311Config:
+    clients: Mapping[str, Open311Client]  # by id
+    services: tuple[Open311Service, ...]  # in file order, as GET /services lists them
+
+
 # --- the whole set ------------------------------------------------------------------------------
+
+
+def _no_service_items() -> Mapping[str, ServiceItem]:
+    return MappingProxyType({})
+
+
+def _no_open311() -> Open311Config:
+    return Open311Config(clients=MappingProxyType({}), services=())
 
 
 @dataclass(frozen=True)
@@ -387,6 +543,9 @@ class ReferenceData:
     departments: Mapping[str, Department]  # by short_code
     categories: Mapping[str, Category]  # by code
     routing: RoutingTable
+    grid_map: GridMap = field(default_factory=GridMap)  # unit-grid polygons; locate(lat, lon)
+    service_items: Mapping[str, ServiceItem] = field(default_factory=_no_service_items)  # by code
+    open311: Open311Config = field(default_factory=_no_open311)
 
     def department_by_code(self, uscc: str) -> Department | None:
         return next((dep for dep in self.departments.values() if dep.code == uscc), None)

@@ -141,7 +141,7 @@ def test_an_unsigned_token_is_refused() -> None:
     error = refusal(jwt.encode(make_claims(), None, algorithm="none"))
 
     assert error.status == 401
-    assert "algorithm" in error.reason.lower()
+    assert "alg value is not allowed" in error.reason
 
 
 def test_missing_optional_claims_give_an_empty_principal() -> None:
@@ -197,21 +197,12 @@ def test_main_refuses_to_mint_without_the_secret(
     assert "GRIDFLOW_WORKER_JWT_SECRET is not set" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth.py bug: PyJWT checks iat/nbf against the wall clock, not the explicit `now`",
-)
 def test_a_token_minted_at_now_verifies_at_now_whatever_the_wall_clock() -> None:
     later = datetime(2035, 1, 1, tzinfo=UTC)
 
     TokenVerifier(secret=SECRET).verify(make_token(now=later), now=later)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="auth.py bug: a non-numeric exp raises TypeError (a 500) instead of AuthError 401",
-)
 def test_a_non_numeric_exp_is_refused_with_401() -> None:
     error = refusal(encode_claims(make_claims(exp="soon")))
 

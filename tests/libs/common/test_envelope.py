@@ -119,9 +119,9 @@ def test_what_the_sdk_writes_decode_reads() -> None:
 def test_the_sdk_default_event_decodes_too() -> None:
     event = CloudEvent(attributes={"source": "/sdk", "type": "gridflow.case.submitted"}, data={})
 
-    envelope = decode(
-        None, to_binary(event, JSONFormat()).value, to_binary(event, JSONFormat()).headers.items()
-    )
+    message = to_binary(event, JSONFormat())
+
+    envelope = decode(None, message.value, message.headers.items())
 
     assert envelope.id == event.get_id()
     assert envelope.time == event.get_time()
@@ -176,7 +176,7 @@ GOOD_VALUE = encode(make_envelope()).value
         (good_headers(), b"\xff\xfe\x00", "value is not JSON"),
         (replaced("ce_subject", b"\xff\xfe"), GOOD_VALUE, "header 'ce_subject' is not UTF-8"),
         (without("ce_time"), GOOD_VALUE, "missing ce_time"),
-        (replaced("ce_time", b"2025-03-01T08:30:00"), GOOD_VALUE, "has no offset"),
+        (replaced("ce_time", b"2025-03-01T08:30:00"), GOOD_VALUE, "is not RFC 3339"),
         (replaced("ce_time", b"yesterday"), GOOD_VALUE, "is not RFC 3339"),
         (replaced("ce_time", b"2025-02-30T08:30:00Z"), GOOD_VALUE, "is not RFC 3339"),
         (replaced("content-type", b"text/plain"), GOOD_VALUE, "unsupported content-type"),
@@ -228,9 +228,9 @@ def test_encode_writes_compact_json_and_utc_time() -> None:
 def test_parse_payload_refuses_an_event_type_the_topic_does_not_carry() -> None:
     envelope = make_envelope(type="gridflow.case.lifecycle")
 
-    with pytest.raises(PayloadError, match="not carried by topic cases.submitted"):
+    with pytest.raises(PayloadError, match=r"not carried by topic cases\.submitted"):
         parse_payload(CASES_SUBMITTED, envelope)
-    with pytest.raises(PayloadError, match="'gridflow.case.submitted' is not carried"):
+    with pytest.raises(PayloadError, match=r"'gridflow\.case\.submitted' is not carried"):
         parse_payload(CASES_LIFECYCLE, make_envelope())
 
 
@@ -253,3 +253,9 @@ def test_parse_payload_refuses_data_that_fails_the_model(
     with pytest.raises(PayloadError, match=f"(?s)gridflow.case.submitted: .*{problem}") as refused:
         parse_payload(CASES_SUBMITTED, make_envelope(data=data))
     assert refused.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("name", ["data", "aé"])
+def test_encode_refuses_extension_names_the_sdk_refuses(name: str) -> None:
+    with pytest.raises(EnvelopeError, match="invalid extension attribute name"):
+        encode(make_envelope(extensions={name: "x"}))

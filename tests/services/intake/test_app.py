@@ -3,53 +3,29 @@ refused ones get 401/403/422 with the field path and reason, and nothing is writ
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
-import sqlalchemy as sa
-from fastapi import FastAPI
 
-from libs.common.db import outbox
 from libs.common.events import CaseSubmitted
-from services.intake.app import create_app
 from tests.factories import (
     METRICS_TOKEN,
     UNIT_GRID,
-    Isolation,
-    make_intake_settings,
     make_report,
     make_worker_token,
 )
-from tests.harness import running
-
-
-@pytest.fixture
-async def intake(isolation: Isolation) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create_app(make_intake_settings(isolation))
-    async with running(app) as client:
-        yield app, client
-
-
-async def _outbox_rows(app: FastAPI) -> list[Any]:
-    async with app.state.intake.runtime.sessions() as session:
-        return list((await session.execute(sa.select(outbox))).all())
-
-
-def _auth(token: str | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token or make_worker_token()}"}
+from tests.services.intake.conftest import Intake, auth, outbox_rows
 
 
 async def test_accepted_report_is_staged_as_a_case(
-    intake: tuple[FastAPI, httpx.AsyncClient],
+    intake: Intake,
 ) -> None:
     app, client = intake
-    response = await client.post("/v1/reports", json=make_report(), headers=_auth())
+    response = await client.post("/v1/reports", json=make_report(), headers=auth())
     assert response.status_code == 202
     body = response.json()
-    rows = await _outbox_rows(app)
+    rows = await outbox_rows(app)
     assert [row.key for row in rows] == [body["case_id"]]
     case = CaseSubmitted.model_validate(rows[0].data)
     assert case.reporter.worker_id == "W0001"
@@ -58,12 +34,12 @@ async def test_accepted_report_is_staged_as_a_case(
 
 
 async def test_a_town_worker_may_report_in_any_grid_of_the_town(
-    intake: tuple[FastAPI, httpx.AsyncClient],
+    intake: Intake,
 ) -> None:
     _, client = intake
     town = UNIT_GRID[:9]
     response = await client.post(
-        "/v1/reports", json=make_report(), headers=_auth(make_worker_token(grids=[town]))
+        "/v1/reports", json=make_report(), headers=auth(make_worker_token(grids=[town]))
     )
     assert response.status_code == 202, response.text
 
@@ -75,21 +51,21 @@ async def test_a_town_worker_may_report_in_any_grid_of_the_town(
         ({"Authorization": "Bearer not-a-jwt"}, 401, "invalid token"),
         ({"Authorization": "Basic dXNlcjpwdw=="}, 401, "missing bearer token"),
         (
-            _auth(make_worker_token(secret="another-secret-that-is-long-enough!!")),
+            auth(make_worker_token(secret="another-secret-that-is-long-enough!!")),
             401,
             "invalid token",
         ),
         (
-            _auth(make_worker_token(now=datetime.now(UTC) - timedelta(hours=3))),
+            auth(make_worker_token(now=datetime.now(UTC) - timedelta(hours=3))),
             401,
             "expired",
         ),
-        (_auth(make_worker_token(scopes=["cases:read"])), 403, "lacks scope"),
-        (_auth(make_worker_token(grids=["430281001001002"])), 403, "does not serve this grid"),
+        (auth(make_worker_token(scopes=["cases:read"])), 403, "lacks scope"),
+        (auth(make_worker_token(grids=["430281001001002"])), 403, "does not serve this grid"),
     ],
 )
 async def test_unauthenticated_or_unauthorised_reports_change_nothing(
-    intake: tuple[FastAPI, httpx.AsyncClient], headers: dict[str, str], status: int, reason: str
+    intake: Intake, headers: dict[str, str], status: int, reason: str
 ) -> None:
     app, client = intake
     response = await client.post("/v1/reports", json=make_report(), headers=headers)
@@ -97,7 +73,7 @@ async def test_unauthenticated_or_unauthorised_reports_change_nothing(
     assert reason in response.json()["detail"][0]["reason"]
     if status == 401:
         assert response.headers["www-authenticate"].startswith("Bearer")
-    assert await _outbox_rows(app) == []
+    assert await outbox_rows(app) == []
 
 
 @pytest.mark.parametrize(
@@ -130,41 +106,41 @@ async def test_unauthenticated_or_unauthorised_reports_change_nothing(
     ],
 )
 async def test_invalid_reports_get_422_with_path_and_reason_and_change_nothing(
-    intake: tuple[FastAPI, httpx.AsyncClient], change: dict[str, Any], path: str, reason: str
+    intake: Intake, change: dict[str, Any], path: str, reason: str
 ) -> None:
     app, client = intake
-    response = await client.post("/v1/reports", json=make_report(**change), headers=_auth())
+    response = await client.post("/v1/reports", json=make_report(**change), headers=auth())
     assert response.status_code == 422, response.text
     details = response.json()["detail"]
     assert any(d["path"] == path and reason in d["reason"] for d in details), details
-    assert await _outbox_rows(app) == []
+    assert await outbox_rows(app) == []
 
 
-async def test_missing_fields_are_named(intake: tuple[FastAPI, httpx.AsyncClient]) -> None:
+async def test_missing_fields_are_named(intake: Intake) -> None:
     _, client = intake
-    response = await client.post("/v1/reports", json={}, headers=_auth())
+    response = await client.post("/v1/reports", json={}, headers=auth())
     assert response.status_code == 422
     paths = {d["path"] for d in response.json()["detail"]}
     assert {"body.category", "body.title", "body.description", "body.location"} <= paths
 
 
-async def test_malformed_json_is_refused(intake: tuple[FastAPI, httpx.AsyncClient]) -> None:
+async def test_malformed_json_is_refused(intake: Intake) -> None:
     app, client = intake
     response = await client.post(
         "/v1/reports",
         content=b"{not json",
-        headers={**_auth(), "content-type": "application/json"},
+        headers={**auth(), "content-type": "application/json"},
     )
     assert response.status_code == 422
-    assert await _outbox_rows(app) == []
+    assert await outbox_rows(app) == []
 
 
 async def test_metrics_need_the_token_and_count_outcomes(
-    intake: tuple[FastAPI, httpx.AsyncClient],
+    intake: Intake,
 ) -> None:
     _, client = intake
-    await client.post("/v1/reports", json=make_report(), headers=_auth())
-    await client.post("/v1/reports", json=make_report(category="city.nope"), headers=_auth())
+    await client.post("/v1/reports", json=make_report(), headers=auth())
+    await client.post("/v1/reports", json=make_report(category="city.nope"), headers=auth())
     assert (await client.get("/metrics")).status_code == 401
     wrong = await client.get("/metrics", headers={"Authorization": "Bearer wrong"})
     assert wrong.status_code == 401
@@ -181,7 +157,7 @@ async def test_metrics_need_the_token_and_count_outcomes(
     )
 
 
-async def test_health_and_readiness(intake: tuple[FastAPI, httpx.AsyncClient]) -> None:
+async def test_health_and_readiness(intake: Intake) -> None:
     _, client = intake
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")

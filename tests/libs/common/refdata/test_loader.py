@@ -5,143 +5,29 @@ from pathlib import Path
 import pytest
 
 from libs.common.refdata import check
-from libs.common.refdata.loader import ConfigError, ConfigIssue, load_reference_data
-
-USCC = "11430281006145200X"  # a valid code, the demo 城管 department's
-OTHER_USCC = "114302810061453747"
-CITY = "430281"
-TOWN = "430281001"
-VILLAGE = "430281001001"
-UNIT = "430281001001001"
-
-
-def make_unit(code: str = UNIT) -> str:
-    person = "{name: 李四, title: 网格长}"
-    return f'          - {{code: "{code}", name: 第一网格, responsible: {person}}}'
-
-
-def make_village(code: str = VILLAGE, *units: str, kind: str = "community") -> str:
-    return "\n".join(
-        [
-            f'      - code: "{code}"',
-            "        name: 建设社区",
-            f"        kind: {kind}",
-            "        responsible: {name: 王五, title: 社区书记}",
-            "        grids:",
-            *(units or [make_unit(code + "001")]),
-        ]
-    )
-
-
-def make_town(
-    code: str = TOWN, *villages: str, kind: str = "subdistrict", sector: str = "S1"
-) -> str:
-    return "\n".join(
-        [
-            f'  - code: "{code}"',
-            "    name: 龙泉街道",
-            f"    kind: {kind}",
-            f"    sector: {sector}",
-            "    responsible: {name: 赵六, title: 街道党工委书记}",
-            "    villages:",
-            *(villages or [make_village(code + "001")]),
-        ]
-    )
-
-
-def make_grid(*towns: str, city_code: str = CITY) -> str:
-    lines = [
-        "city:",
-        f'  code: "{city_code}"',
-        "  name: 示范市",
-        "  responsible: {name: 张三, title: 市委书记}",
-        "sectors:",
-        "  - id: S1",
-        "    name: 中心城区片区",
-        "    responsible: {name: 钱七, title: 市委副书记}",
-        "towns:",
-        *(towns or [make_town()]),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def make_department(
-    short_code: str = "chengguan",
-    *,
-    code: str = USCC,
-    url: str = "http://127.0.0.1:8090/departments/chengguan",
-    env_name: str = "GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN",
-) -> str:
-    return "\n".join(
-        [
-            f'  - code: "{code}"',
-            "    name: 示范市城市管理和综合执法局",
-            "    short_name: 城管",
-            f"    short_code: {short_code}",
-            "    receiver:",
-            "      kind: webhook",
-            f"      url: {url}",
-            f"      secret_env: {env_name}",
-        ]
-    )
-
-
-def make_departments(*departments: str) -> str:
-    return "departments:\n" + "\n".join(departments or [make_department()]) + "\n"
-
-
-def make_categories(*codes: str) -> str:
-    entries = [f"  - code: {code}\n    name: 暴露垃圾" for code in codes or ["city.garbage"]]
-    return "categories:\n" + "\n".join(entries) + "\n"
-
-
-def make_rule(
-    rule_id: str = "city-to-chengguan", prefix: str = "city.", department: str = "chengguan"
-) -> str:
-    return "\n".join(
-        [
-            f"  - id: {rule_id}",
-            f'    match: {{category_prefix: "{prefix}"}}',
-            f"    department: {department}",
-        ]
-    )
-
-
-def make_routing(*rules: str) -> str:
-    return "version: 1\nrules:\n" + "\n".join(rules or [make_rule()]) + "\n"
-
-
-def write_config(directory: Path, **files: str | None) -> Path:
-    """A valid minimal config; `grid=...` etc. replaces that file, `None` leaves it out."""
-    contents: dict[str, str | None] = {
-        "grid": make_grid(),
-        "departments": make_departments(),
-        "categories": make_categories(),
-        "routing": make_routing(),
-    }
-    contents.update(files)
-    for name, text in contents.items():
-        if text is not None:
-            (directory / f"{name}.yaml").write_text(text, encoding="utf-8")
-    return directory
-
-
-def line_with(text: str, needle: str, occurrence: int = 1) -> int:
-    """1-based number of the line holding the `occurrence`-th `needle`."""
-    numbers = [n for n, line in enumerate(text.splitlines(), start=1) if needle in line]
-    return numbers[occurrence - 1]
-
-
-def issues_of(config_dir: Path) -> list[ConfigIssue]:
-    with pytest.raises(ConfigError) as caught:
-        load_reference_data(config_dir)
-    return caught.value.issues
-
-
-def only_issue(config_dir: Path) -> ConfigIssue:
-    issues = issues_of(config_dir)
-    assert len(issues) == 1, issues
-    return issues[0]
+from libs.common.refdata.loader import ConfigIssue, load_reference_data
+from tests.libs.common.refdata.factories import (
+    CITY,
+    OTHER_USCC,
+    TOWN,
+    UNIT,
+    USCC,
+    VILLAGE,
+    issues_of,
+    line_with,
+    make_categories,
+    make_department,
+    make_departments,
+    make_feature,
+    make_grid,
+    make_polygons,
+    make_routing,
+    make_rule,
+    make_town,
+    make_village,
+    only_issue,
+    write_config,
+)
 
 
 def test_the_minimal_config_loads(tmp_path: Path) -> None:
@@ -173,8 +59,9 @@ def test_an_unquoted_code_is_refused(tmp_path: Path) -> None:
 
 def test_code_must_extend_its_parents_code(tmp_path: Path) -> None:
     grid = make_grid(make_town(TOWN, make_village("430281002001")))
+    polygons = make_polygons(make_feature("430281002001001"))
 
-    issue = only_issue(write_config(tmp_path, grid=grid))
+    issue = only_issue(write_config(tmp_path, grid=grid, polygons=polygons))
 
     assert issue.line == line_with(grid, '"430281002001"')
     assert "does not start with its parent's code '430281001'" in issue.reason

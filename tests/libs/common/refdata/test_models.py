@@ -1,4 +1,5 @@
-"""Field rules of the reference models: credit codes, receivers, category codes."""
+"""Field rules of the reference models: credit codes, receivers, category codes, service items,
+Open311 clients."""
 
 import re
 from typing import Any
@@ -6,7 +7,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from libs.common.refdata.models import Category, Department, Person, uscc_check_char
+from libs.common.refdata.models import (
+    Category,
+    Department,
+    Open311Client,
+    Person,
+    ServiceItem,
+    uscc_check_char,
+)
 
 VALID_USCC = "91350100M000100Y43"  # the worked example commonly cited for GB 32100-2015
 
@@ -89,3 +97,45 @@ def test_models_are_frozen() -> None:
 
     with pytest.raises(ValidationError):
         person.name = "李四"  # type: ignore[misc]
+
+
+def make_service_item(**changes: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "code": "residence_permit",
+        "name": "居住证办理",
+        "category": "service.household",
+        "documents": ["居民身份证", "近期免冠证件照片"],
+        "time_limit_days": 15,
+    }
+    return item | changes
+
+
+def test_a_service_item_on_the_spot_or_without_a_published_limit() -> None:
+    assert ServiceItem.model_validate(make_service_item(time_limit_days=0)).time_limit_days == 0
+    assert (
+        ServiceItem.model_validate(make_service_item(time_limit_days=None)).time_limit_days is None
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"code": "Residence-Permit"},
+        {"code": "r"},
+        {"code": "r" * 42},
+        {"category": "service"},
+        {"documents": []},
+        {"documents": [""]},
+        {"time_limit_days": -1},
+        {"name": ""},
+    ],
+)
+def test_a_malformed_service_item_is_refused(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        ServiceItem.model_validate(make_service_item(**changes))
+
+
+@pytest.mark.parametrize("key_env", ["o311_live_9fQwZr2LpX", "GRIDFLOW_", "gridflow_open311_key"])
+def test_an_open311_client_names_its_key_never_holds_it(key_env: str) -> None:
+    with pytest.raises(ValidationError, match="never the key itself"):
+        Open311Client(id="resident-app", name="示范市民生通", key_env=key_env)

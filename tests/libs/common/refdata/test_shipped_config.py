@@ -1,14 +1,22 @@
 """The demo city in config/ is valid, has the reference shape and is regenerable."""
 
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from libs.common.refdata import check
-from libs.common.refdata.demo import render_demo_grid
+from libs.common.refdata.demo import CITY_BOX, render_demo_grid, render_demo_polygons
+from libs.common.refdata.gridmap import Bounds, GridPolygon
 from libs.common.refdata.loader import load_reference_data
-from libs.common.refdata.models import GridLevel, ReferenceData, uscc_check_char
+from libs.common.refdata.models import (
+    CategoryForm,
+    GridLevel,
+    ReferenceData,
+    RoutingRule,
+    uscc_check_char,
+)
 
 CONFIG = Path(__file__).resolve().parents[4] / "config"
 
@@ -45,6 +53,14 @@ def test_the_generator_reproduces_grid_yaml_byte_for_byte() -> None:
     assert render_demo_grid().encode("utf-8") == (CONFIG / "grid.yaml").read_bytes()
 
 
+def test_the_generator_reproduces_grid_polygons_byte_for_byte() -> None:
+    committed = (CONFIG / "grid_polygons.geojson").read_bytes()
+
+    assert render_demo_polygons().encode("utf-8") == committed
+    assert len(committed) < 400_000
+    assert len(committed.splitlines()) == 1 + 820 + 1, "one feature per line"
+
+
 def test_demo_department_codes_are_valid_credit_codes(shipped: ReferenceData) -> None:
     codes = [department.code for department in shipped.departments.values()]
 
@@ -69,7 +85,55 @@ def test_every_category_group_but_other_is_routed(shipped: ReferenceData) -> Non
     unrouted = [c for c in shipped.categories if not any(c.startswith(p) for p in prefixes)]
 
     assert unrouted == ["other.general"]
-    assert shipped.routing.version.startswith("v1-")
+    assert shipped.routing.version.startswith("v2-")
+
+
+def first_rule(shipped: ReferenceData, category: str) -> RoutingRule:
+    return next(r for r in shipped.routing.rules if category.startswith(r.category_prefix))
+
+
+def test_proxy_services_route_by_matter(shipped: ReferenceData) -> None:
+    departments = {
+        code: first_rule(shipped, code).department
+        for code, category in shipped.categories.items()
+        if category.form is CategoryForm.SERVICE
+    }
+
+    assert departments["service.household"] == "gongan"
+    assert departments["service.family_planning"] == "weijian"
+    assert departments["service.civil_affairs"] == departments["service.other"] == "minzheng"
+    assert len(departments) == 9
+
+
+def test_category_forms(shipped: ReferenceData) -> None:
+    forms = {code: category.form for code, category in shipped.categories.items()}
+
+    assert forms["safety.hazard"] is forms["safety.fire"] is CategoryForm.HAZARD
+    assert {forms[c] for c in forms if c.startswith("dispute.")} == {CategoryForm.DISPUTE}
+    assert {forms[c] for c in forms if c.startswith("service.")} == {CategoryForm.SERVICE}
+    assert forms["city.garbage"] is CategoryForm.INCIDENT
+
+
+def test_the_28_service_items_file_under_service_categories(shipped: ReferenceData) -> None:
+    items = shipped.service_items
+
+    assert len(items) == 28
+    assert {shipped.categories[item.category].form for item in items.values()} == {
+        CategoryForm.SERVICE
+    }
+    assert all(item.documents for item in items.values())
+    pension = items["resident_pension_enrolment"]
+    assert (pension.name, pension.time_limit_days) == ("城乡居民基本养老保险参保登记", 0)
+
+
+def test_open311_offers_reports_not_proxy_services(shipped: ReferenceData) -> None:
+    open311 = shipped.open311
+
+    assert sorted(open311.clients) == ["resident-app", "video-ai"]
+    assert open311.clients["video-ai"].key_env == "GRIDFLOW_OPEN311_KEY_VIDEO_AI"
+    assert len(open311.services) == 8
+    forms = {shipped.categories[service.category].form for service in open311.services}
+    assert CategoryForm.SERVICE not in forms
 
 
 def test_check_accepts_the_shipped_config(capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,10 +141,77 @@ def test_check_accepts_the_shipped_config(capsys: pytest.CaptureFixture[str]) ->
 
     out, err = capsys.readouterr()
     assert (status, err) == (0, "")
-    assert out.startswith(
-        "OK: 24 towns, 271 villages, 820 unit grids, 8 departments, 17 categories,"
-        " 8 routing rules (version v1-"
+    version = load_reference_data(CONFIG).routing.version
+    assert out == (
+        "OK: 24 towns, 271 villages, 820 unit grids, 820 grid polygons, 8 departments,"
+        f" 26 categories, 11 routing rules (version {version}), 28 service items,"
+        " 2 Open311 clients, 8 Open311 services\n"
     )
+
+
+# --- the map ------------------------------------------------------------------------------------
+
+
+def centroid(polygon: GridPolygon) -> tuple[float, float]:
+    """Area centroid (lat, lon) of the polygon's first exterior ring (shoelace formula)."""
+    ring = polygon.parts[0][0]
+    twice_area = cx = cy = 0.0
+    for (x1, y1), (x2, y2) in pairwise(ring):
+        cross = x1 * y2 - x2 * y1
+        twice_area += cross
+        cx += (x1 + x2) * cross
+        cy += (y1 + y2) * cross
+    return cy / (3 * twice_area), cx / (3 * twice_area)
+
+
+def test_every_unit_grid_has_a_polygon_and_its_centroid_locates_to_it(
+    shipped: ReferenceData,
+) -> None:
+    grid_map = shipped.grid_map
+    units = [unit.code for unit in shipped.grid.unit_grids]
+
+    assert sorted(grid_map.codes) == sorted(units)
+    wrong = [code for code in units if grid_map.locate(*centroid(grid_map.polygon(code))) != code]
+    assert wrong == []
+
+
+def test_the_map_spans_the_city_box(shipped: ReferenceData) -> None:
+    west, south, east, north = CITY_BOX
+
+    assert shipped.grid_map.bounds == Bounds(
+        min_lat=south, min_lon=west, max_lat=north, max_lon=east
+    )
+    assert shipped.grid_map.locate(28.2, 113.5) is None
+    assert shipped.grid_map.locate(27.9, 113.2) is None
+    assert shipped.grid_map.locate(27.9, 113.55) is not None
+
+
+def test_towns_and_villages_are_contiguous_blocks(shipped: ReferenceData) -> None:
+    grid, grid_map = shipped.grid, shipped.grid_map
+    blocks = {village.code: grid.children(village.code) for village in grid.villages}
+    for town in grid.towns:
+        blocks[town.code] = tuple(u for v in grid.children(town.code) for u in blocks[v.code])
+    for code, units in blocks.items():
+        boxes = [grid_map.polygon(u.code).bounds for u in units]
+        block_area = (max(b.max_lat for b in boxes) - min(b.min_lat for b in boxes)) * (
+            max(b.max_lon for b in boxes) - min(b.min_lon for b in boxes)
+        )
+        area = sum((b.max_lat - b.min_lat) * (b.max_lon - b.min_lon) for b in boxes)
+        assert area == pytest.approx(block_area), f"{code} has holes or strays"
+
+
+def test_a_point_on_a_shared_edge_belongs_to_exactly_one_grid(shipped: ReferenceData) -> None:
+    grid_map = shipped.grid_map
+    polygons = [grid_map.polygon(code) for code in grid_map.codes]
+    west = polygons[0]
+    east = next(p for p in polygons if p.bounds.min_lon == west.bounds.max_lon)
+    low = max(west.bounds.min_lat, east.bounds.min_lat)
+    high = min(west.bounds.max_lat, east.bounds.max_lat)
+    lat, lon = (low + high) / 2, west.bounds.max_lon
+
+    holders = [p.code for p in polygons if p.contains(lat, lon)]
+    assert len(holders) == 1
+    assert grid_map.locate(lat, lon) == holders[0] in {west.code, east.code}
 
 
 def test_unit_grid_codes_nest_in_their_village(shipped: ReferenceData) -> None:

@@ -1,0 +1,250 @@
+"""`make bench-intake`: how many reports intake accepts per second, against the ceiling of a
+trivial FastAPI endpoint measured in the same run on the same machine.
+
+Phases (each `--seconds` long): the trivial endpoint at saturation; single reports at saturation;
+single reports at a fixed 500/s (latency percentiles); offline batches of 500 items at saturation.
+Servers: DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set, else embedded ones (as `make run`).
+Prints a table and writes a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench.loadgen import Stats, closed_loop, http_request, open_loop
+from deploy.embedded import free_port, start_broker, start_postgres
+from libs.common.auth import mint_token
+
+SECRET = "bench-worker-secret-0123456789abcdef0123"  # noqa: S105  # a throwaway bench key
+GRID = "430281001001001"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _report_body(index: int, *, client_id: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "category": "city.garbage",
+        "title": "路边暴露垃圾",
+        "description": f"人民路与解放路交叉口东北角有一堆生活垃圾未清运（第 {index} 次）。",
+        "location": {"unit_grid": GRID, "address": "人民路 12 号旁"},
+        "occurred_at": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+    }
+    if client_id:
+        body["client_id"] = client_id
+    return body
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], within: float = 120) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310  # loopback
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready")
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603  # our own modules
+        [sys.executable, *argv],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _row(name: str, stats: Stats, status: int, unit: int = 1) -> dict[str, Any]:
+    return {
+        "phase": name,
+        "per_second": round(stats.rate(status) * unit, 1),
+        "requests": stats.completed,
+        "unexpected": stats.completed - stats.ok(status) + stats.errors,
+        "p50_ms": round(stats.percentile(0.50) * 1000, 2),
+        "p95_ms": round(stats.percentile(0.95) * 1000, 2),
+        "p99_ms": round(stats.percentile(0.99) * 1000, 2),
+    }
+
+
+@contextlib.contextmanager
+def servers(tag: str) -> Iterator[tuple[str, str]]:
+    """The configured PostgreSQL and Kafka, else embedded ones; the bench schema is dropped after."""
+    database_url = os.environ.get("DATABASE_URL")
+    postgres = broker = None
+    if not database_url:
+        postgres = start_postgres(REPO / ".run" / "bench-postgres" / "data")
+        database_url = postgres.url
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        broker = start_broker(log_path=REPO / ".run" / "bench-broker.log")
+        bootstrap = broker.bootstrap_servers
+    try:
+        yield database_url, bootstrap
+    finally:
+        asyncio.run(_drop_schema(database_url, f"{tag}_intake"))
+        if broker:
+            broker.stop()
+        if postgres:
+            postgres.stop()
+
+
+async def _drop_schema(database_url: str, schema: str) -> None:
+    engine = create_async_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    await engine.dispose()
+
+
+@contextlib.contextmanager
+def serving(argv: list[str], env: dict[str, str], ready_path: str, port: int) -> Iterator[None]:
+    process = _spawn(argv, env)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+async def trivial_phase(seconds: float, connections: int) -> dict[str, Any]:
+    port = free_port()
+    body = json.dumps(_report_body(0), ensure_ascii=False).encode()
+    headers = {"content-type": "application/json"}
+    with serving(["-m", "bench.trivial", str(port)], dict(os.environ), "/docs", port):
+        print(f"phase 1/4: trivial endpoint, {seconds:.0f} s …", flush=True)
+        stats = await closed_loop(
+            "127.0.0.1",
+            port,
+            lambda _: http_request("POST", "/v1/reports", body, headers),
+            connections=connections,
+            seconds=seconds,
+        )
+    return _row("trivial FastAPI endpoint", stats, 202)
+
+
+async def intake_phases(
+    seconds: float, connections: int, *, database_url: str, bootstrap: str, tag: str
+) -> list[dict[str, Any]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "GRIDFLOW_WORKER_JWT_SECRET": SECRET,
+        "GRIDFLOW_DB_SCHEMA": f"{tag}_intake",
+        "GRIDFLOW_TOPIC_PREFIX": f"{tag}.",
+        "GRIDFLOW_HTTP_PORT": str(port),
+        "GRIDFLOW_LOG_LEVEL": "WARNING",
+        "GRIDFLOW_ATTACHMENTS_DIR": str(REPO / ".run" / "bench-attachments"),
+    }
+    token = mint_token(
+        secret=SECRET,
+        subject="W0001",
+        role="grid_worker",
+        scopes=["reports:write"],
+        grids=[GRID],
+        now=datetime.now(UTC),
+        ttl=timedelta(hours=2),
+    )
+    auth = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+    body = json.dumps(_report_body(0), ensure_ascii=False).encode()
+    template = [_report_body(i) for i in range(500)]
+
+    def single(_: int) -> bytes:
+        return http_request("POST", "/v1/reports", body, auth)
+
+    def batch(index: int) -> bytes:
+        items = [
+            {"kind": "report", "client_id": f"{tag}-{index}-{j}", **item}
+            for j, item in enumerate(template)
+        ]
+        payload = json.dumps({"items": items}, ensure_ascii=False).encode()
+        return http_request("POST", "/v1/batch", payload, auth)
+
+    rows = []
+    with serving(["-m", "services.intake"], env, "/readyz", port):
+        print(f"phase 2/4: single reports at saturation, {seconds:.0f} s …", flush=True)
+        stats = await closed_loop(
+            "127.0.0.1", port, single, connections=connections, seconds=seconds
+        )
+        rows.append(_row("intake: single reports (saturation)", stats, 202))
+        print(f"phase 3/4: single reports at 500/s, {seconds:.0f} s …", flush=True)
+        stats = await open_loop(
+            "127.0.0.1", port, single, rate=500, seconds=seconds, max_connections=256
+        )
+        rows.append(_row("intake: single reports at 500/s", stats, 202))
+        print(f"phase 4/4: batches of 500 at saturation, {seconds:.0f} s …", flush=True)
+        stats = await closed_loop("127.0.0.1", port, batch, connections=4, seconds=seconds)
+        rows.append(_row("intake: batch items (500 per request)", stats, 200, unit=500))
+    return rows
+
+
+def run(seconds: float, connections: int) -> dict[str, Any]:
+    tag = f"bench{os.getpid()}"
+    with servers(tag) as (database_url, bootstrap):
+        results = [asyncio.run(trivial_phase(seconds, connections))]
+        results += asyncio.run(
+            intake_phases(
+                seconds, connections, database_url=database_url, bootstrap=bootstrap, tag=tag
+            )
+        )
+    trivial = results[0]["per_second"]
+    for row in results[1:]:
+        row["ratio_to_trivial"] = round(row["per_second"] / trivial, 3) if trivial else None
+    return {
+        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "database": "configured" if "DATABASE_URL" in os.environ else "embedded PostgreSQL",
+        },
+        "seconds_per_phase": seconds,
+        "connections": connections,
+        "results": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.intake", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=REPO / ".run" / "bench-intake.json")
+    args = parser.parse_args(argv)
+    report = run(args.seconds, args.connections)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(f"\n{'phase':<42}{'per s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ratio':>8}")
+    for row in report["results"]:
+        ratio = row.get("ratio_to_trivial")
+        print(
+            f"{row['phase']:<42}{row['per_second']:>10}{row['p50_ms']:>9}{row['p95_ms']:>9}"
+            f"{row['p99_ms']:>9}{'' if ratio is None else ratio:>8}"
+            + (f"   ({row['unexpected']} unexpected)" if row["unexpected"] else "")
+        )
+    print(f"\nJSON: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,338 @@
+"""The grid workers' API: reports, proxy services, visits, attachments and offline batches."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field, TypeAdapter, ValidationError
+
+from libs.common.auth import Principal
+from libs.common.contract import Contract
+from libs.common.ids import new_case_id, new_visit_id
+from libs.common.topics import CASES_SUBMITTED, VISITS_RECORDED
+from libs.common.web import ApiError
+from services.intake.acceptance import Claim, Replay, Staged
+from services.intake.deps import IntakeState, StateDep, WorkerDep
+from services.intake.reports import (
+    Accepted,
+    ProxyServiceRequest,
+    VisitReport,
+    WorkerReport,
+    accept_proxy_service,
+    accept_report,
+    accept_visit,
+)
+
+router = APIRouter(prefix="/v1", tags=["grid workers"])
+SOURCE = "grid_worker"
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="a retry with the same key returns the first answer; another body gets 409",
+    ),
+]
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no or bad bearer token"},
+    403: {"description": "token lacks the scope, or the worker does not serve the grid"},
+    409: {"description": "the Idempotency-Key was used with a different request"},
+    422: {"description": "invalid: each error names the field path and the reason"},
+}
+
+Work = WorkerReport | ProxyServiceRequest | VisitReport
+Decision = tuple[list[Staged], Accepted]
+
+
+def fingerprint(route: str, model: Contract) -> str:
+    return hashlib.sha256(f"{route}\n{model.model_dump_json()}".encode()).hexdigest()
+
+
+def decide(work: Work, *, state: IntakeState, principal: Principal, now: datetime) -> Decision:
+    """The events to stage and the answer to give for one valid item (raises ApiError)."""
+    refdata = state.runtime.refdata
+    skew = timedelta(seconds=state.settings.clock_skew_seconds)
+    known = state.store.known
+    if isinstance(work, VisitReport):
+        visit = accept_visit(
+            work,
+            principal=principal,
+            refdata=refdata,
+            now=now,
+            visit_id=new_visit_id(now),
+            clock_skew=skew,
+        )
+        staged = Staged(VISITS_RECORDED, visit, key=visit.resident_id)
+        return [staged], Accepted(visit_id=visit.visit_id)
+    if isinstance(work, ProxyServiceRequest):
+        case = accept_proxy_service(
+            work,
+            principal=principal,
+            refdata=refdata,
+            now=now,
+            case_id=new_case_id(now),
+            known_attachment=known,
+        )
+    else:
+        case = accept_report(
+            work,
+            principal=principal,
+            refdata=refdata,
+            now=now,
+            case_id=new_case_id(now),
+            clock_skew=skew,
+            known_attachment=known,
+        )
+    return [Staged(CASES_SUBMITTED, case, key=case.case_id)], Accepted(case_id=case.case_id)
+
+
+async def _accept_one(
+    work: Work, *, route: str, key: str | None, state: IntakeState, principal: Principal
+) -> JSONResponse:
+    try:
+        staged, answer = decide(
+            work, state=state, principal=principal, now=state.runtime.clock.now()
+        )
+    except ApiError as exc:
+        state.outcomes.labels(SOURCE, exc.code).inc()
+        raise
+    key = key or work.client_id
+    body = answer.model_dump(mode="json", exclude_none=True)
+    claim = None
+    if key is not None:
+        claim = Claim(f"worker:{principal.subject}", key, fingerprint(route, work), 202, body)
+    replay = await state.acceptor.submit(staged, claim)
+    if replay is None:
+        state.outcomes.labels(SOURCE, "accepted").inc()
+        return JSONResponse(body, status_code=202)
+    return _replayed(replay, state)
+
+
+def _replayed(replay: Replay, state: IntakeState) -> JSONResponse:
+    if not replay.same_request:
+        state.outcomes.labels(SOURCE, "idempotency_conflict").inc()
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "this key was already used for a different request",
+            path="header.Idempotency-Key",
+        )
+    state.outcomes.labels(SOURCE, "replayed").inc()
+    return JSONResponse(
+        replay.response, status_code=replay.status, headers={"Idempotent-Replayed": "true"}
+    )
+
+
+@router.post(
+    "/reports", status_code=202, summary="report an incident, hazard or dispute", responses=REFUSALS
+)
+async def submit_report(
+    report: WorkerReport, worker: WorkerDep, state: StateDep, key: IdempotencyKey = None
+) -> JSONResponse:
+    return await _accept_one(report, route="reports", key=key, state=state, principal=worker)
+
+
+@router.post(
+    "/proxy-services", status_code=202, summary="file a proxy service (帮代办)", responses=REFUSALS
+)
+async def submit_proxy_service(
+    request: ProxyServiceRequest, worker: WorkerDep, state: StateDep, key: IdempotencyKey = None
+) -> JSONResponse:
+    return await _accept_one(
+        request, route="proxy-services", key=key, state=state, principal=worker
+    )
+
+
+@router.post(
+    "/visits",
+    status_code=202,
+    summary="record a visit to a key resident (走访)",
+    responses=REFUSALS,
+)
+async def submit_visit(
+    visit: VisitReport, worker: WorkerDep, state: StateDep, key: IdempotencyKey = None
+) -> JSONResponse:
+    return await _accept_one(visit, route="visits", key=key, state=state, principal=worker)
+
+
+@router.put(
+    "/attachments",
+    summary="upload a photo or document (raw body, its Content-Type); returns its reference",
+    responses={
+        201: {"description": "stored"},
+        200: {"description": "already stored"},
+        413: {},
+        415: {},
+        **REFUSALS,
+    },
+)
+async def upload_attachment(request: Request, worker: WorkerDep, state: StateDep) -> JSONResponse:
+    del worker  # authenticated and scoped; the store is shared by content
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > state.store.max_bytes:
+            raise ApiError(
+                413, "too_large", f"larger than {state.store.max_bytes} bytes", path="body"
+            )
+    ref, new = state.store.put(bytes(data), request.headers.get("content-type", ""))
+    return JSONResponse(ref.model_dump(mode="json"), status_code=201 if new else 200)
+
+
+class BatchRequest(Contract):
+    """Items a worker's app stored while offline; each gets its own result."""
+
+    items: Annotated[list[dict[str, Any]], Field(min_length=1)]
+
+
+class ItemResult(Contract):
+    index: int
+    client_id: str | None
+    status: Literal["accepted", "replayed", "refused", "conflict"]
+    case_id: str | None = None
+    visit_id: str | None = None
+    errors: tuple[dict[str, str], ...] = ()
+
+
+class BatchResult(Contract):
+    results: list[ItemResult]
+    accepted: int
+    replayed: int
+    refused: int
+
+
+_KINDS: dict[str, tuple[str, TypeAdapter[Any]]] = {
+    "report": ("reports", TypeAdapter(WorkerReport)),
+    "proxy_service": ("proxy-services", TypeAdapter(ProxyServiceRequest)),
+    "visit": ("visits", TypeAdapter(VisitReport)),
+}
+
+
+def _parse_item(index: int, item: dict[str, Any]) -> tuple[str, Work] | ItemResult:
+    raw = dict(item)
+    kind = raw.pop("kind", None)
+    client_id = raw.get("client_id") if isinstance(raw.get("client_id"), str) else None
+    prefix = f"body.items.{index}"
+    if kind not in _KINDS:
+        reason = f"kind must be one of: {', '.join(_KINDS)}"
+        return ItemResult(
+            index=index,
+            client_id=client_id,
+            status="refused",
+            errors=({"path": f"{prefix}.kind", "reason": reason},),
+        )
+    route, adapter = _KINDS[kind]
+    try:
+        work: Work = adapter.validate_python(raw)
+    except ValidationError as exc:
+        errors = [
+            {"path": ".".join([prefix, *map(str, e["loc"])]), "reason": e["msg"]}
+            for e in exc.errors()
+        ]
+        return ItemResult(index=index, client_id=client_id, status="refused", errors=tuple(errors))
+    if work.client_id is None:
+        return ItemResult(
+            index=index,
+            client_id=None,
+            status="refused",
+            errors=(
+                {
+                    "path": f"{prefix}.client_id",
+                    "reason": "required in a batch (it makes retries safe)",
+                },
+            ),
+        )
+    return route, work
+
+
+@router.post(
+    "/batch",
+    summary="upload items stored offline; a retried batch creates nothing twice",
+    responses=REFUSALS,
+)
+async def submit_batch(batch: BatchRequest, worker: WorkerDep, state: StateDep) -> BatchResult:
+    limit = state.settings.batch_max_items
+    if len(batch.items) > limit:
+        raise ApiError(422, "invalid_request", f"at most {limit} items", path="body.items")
+    now = state.runtime.clock.now()
+    results: list[ItemResult | None] = [None] * len(batch.items)
+    pending: list[tuple[int, Work, Accepted]] = []
+    submissions: list[tuple[Sequence[Staged], Claim | None]] = []
+    for index, item in enumerate(batch.items):
+        parsed = _parse_item(index, item)
+        if isinstance(parsed, ItemResult):
+            results[index] = parsed
+            continue
+        route, work = parsed
+        try:
+            staged, answer = decide(work, state=state, principal=worker, now=now)
+        except ApiError as exc:
+            path = (exc.path or "body").replace("body.", f"body.items.{index}.", 1)
+            results[index] = ItemResult(
+                index=index,
+                client_id=work.client_id,
+                status="refused",
+                errors=({"path": path, "reason": exc.reason},),
+            )
+            continue
+        body = answer.model_dump(mode="json", exclude_none=True)
+        assert work.client_id is not None  # noqa: S101  # checked by _parse_item
+        claim = Claim(
+            f"worker:{worker.subject}", work.client_id, fingerprint(route, work), 202, body
+        )
+        pending.append((index, work, answer))
+        submissions.append((staged, claim))
+    outcomes = await state.acceptor.submit_many(submissions) if submissions else []
+    for (index, work, answer), replay in zip(pending, outcomes, strict=True):
+        results[index] = _item_result(index, work, answer, replay)
+    final = [r for r in results if r is not None]
+    counts = {
+        status: sum(r.status == status for r in final)
+        for status in ("accepted", "replayed", "refused", "conflict")
+    }
+    for status, count in counts.items():
+        if count:
+            state.outcomes.labels(SOURCE, status).inc(count)
+    return BatchResult(
+        results=final,
+        accepted=counts["accepted"],
+        replayed=counts["replayed"],
+        refused=counts["refused"] + counts["conflict"],
+    )
+
+
+def _item_result(index: int, work: Work, answer: Accepted, replay: Replay | None) -> ItemResult:
+    if replay is None:
+        return ItemResult(
+            index=index,
+            client_id=work.client_id,
+            status="accepted",
+            case_id=answer.case_id,
+            visit_id=answer.visit_id,
+        )
+    if not replay.same_request:
+        return ItemResult(
+            index=index,
+            client_id=work.client_id,
+            status="conflict",
+            errors=(
+                {
+                    "path": f"body.items.{index}.client_id",
+                    "reason": "already used for a different item",
+                },
+            ),
+        )
+    return ItemResult(
+        index=index,
+        client_id=work.client_id,
+        status="replayed",
+        case_id=replay.response.get("case_id"),
+        visit_id=replay.response.get("visit_id"),
+    )

@@ -1,0 +1,54 @@
+"""intake's resources as FastAPI dependencies; born in the app's lifespan (see app.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from prometheus_client import Counter
+
+from libs.common.auth import Principal, TokenVerifier
+from libs.common.clock import Clock
+from libs.common.runtime import Runtime
+from libs.common.web import bearer_token
+from services.intake.acceptance import Acceptor
+from services.intake.attachments import AttachmentStore
+from services.intake.settings import IntakeSettings
+
+
+class IntakeState:
+    def __init__(self, settings: IntakeSettings, clock: Clock, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.verifier = TokenVerifier(secret=settings.worker_jwt_secret.get_secret_value())
+        self.store = AttachmentStore(
+            settings.attachments_dir,
+            max_bytes=settings.attachment_max_bytes,
+            allowed=settings.attachment_types,
+        )
+        self.acceptor = Acceptor(
+            runtime=runtime, max_batch=settings.commit_batch_max, committers=settings.committers
+        )
+        self.outcomes = Counter(
+            "gridflow_intake_submissions_total",
+            "Submissions by source and outcome (accepted, replayed, or the refusal's code)",
+            ["source", "outcome"],
+            registry=runtime.registry,
+        )
+
+
+def _state(request: Request) -> IntakeState:
+    state: IntakeState = request.app.state.intake
+    return state
+
+
+StateDep = Annotated[IntakeState, Depends(_state)]
+
+
+def _worker(request: Request, state: StateDep) -> Principal:
+    principal = state.verifier.verify(bearer_token(request), now=state.runtime.clock.now())
+    principal.require("reports:write")
+    return principal
+
+
+WorkerDep = Annotated[Principal, Depends(_worker)]

@@ -1,0 +1,251 @@
+"""Database plumbing against the real PostgreSQL: migrations are idempotent, wait for each other,
+and land in the service's own schema; the migrated tables are the ones the code uses; the event
+ledger claims an event once; readiness tells a reachable server from an unreachable one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from libs.common.db import (
+    ALEMBIC_DIR,
+    MIGRATION_LOCK_ID,
+    claim_event,
+    create_engine,
+    migrate,
+    ping,
+    plumbing,
+    session_factory,
+)
+from tests.factories import Isolation
+from tests.harness import WAIT_SECONDS, until
+
+REPO = Path(__file__).resolve().parents[3]
+VERSIONS = REPO / "services" / "intake" / "migrations"
+PLUMBING = {"alembic_version", "outbox", "processed_events"}  # intake adds its own beside them
+NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+# another service instance starting at the same moment: its own process, its own Alembic
+MIGRATE_IN_ANOTHER_PROCESS = """
+import asyncio, sys
+from pathlib import Path
+from libs.common.db import migrate
+url, schema, versions = sys.argv[1:]
+asyncio.run(migrate(database_url=url, schema=schema, versions_dir=Path(versions)))
+"""
+
+
+@pytest.fixture
+async def admin(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def run_migrate(isolation: Isolation, schema: str) -> None:
+    await migrate(database_url=isolation.database_url, schema=schema, versions_dir=VERSIONS)
+
+
+def describe(conn: Connection, schema: str) -> dict[str, Any]:
+    """Everything the migration decides about a schema, comparable between runs."""
+    inspector = sa.inspect(conn)
+    tables: dict[str, Any] = {}
+    for table in sorted(inspector.get_table_names(schema=schema)):
+        tables[table] = {
+            "columns": [
+                (c["name"], str(c["type"].compile(dialect=conn.dialect)), c["nullable"])
+                for c in inspector.get_columns(table, schema=schema)
+            ],
+            "primary_key": inspector.get_pk_constraint(table, schema=schema)["constrained_columns"],
+            "unique": sorted(
+                tuple(u["column_names"])
+                for u in inspector.get_unique_constraints(table, schema=schema)
+            ),
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), str(i.get("dialect_options", {})))
+                for i in inspector.get_indexes(table, schema=schema)
+                if not i.get("duplicates_constraint")  # a unique constraint's own index
+            ),
+        }
+    version_table = sa.table("alembic_version", sa.column("version_num"), schema=schema)
+    versions = conn.execute(sa.select(version_table.c.version_num)).scalars().all()
+    return {"tables": tables, "versions": versions}
+
+
+def newest_revision() -> str | None:
+    return ScriptDirectory(str(ALEMBIC_DIR), version_locations=[str(VERSIONS)]).get_current_head()
+
+
+async def snapshot(engine: AsyncEngine, schema: str) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        return await conn.run_sync(describe, schema)
+
+
+async def tables_in(engine: AsyncEngine, schema: str) -> set[str]:
+    async with engine.connect() as conn:
+        names = await conn.execute(
+            sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
+            {"s": schema},
+        )
+        return set(names.scalars().all())
+
+
+async def test_migrate_twice_gives_the_same_schema(
+    isolation: Isolation, admin: AsyncEngine
+) -> None:
+    schema = isolation.schema("intake")
+    await run_migrate(isolation, schema)
+    once = await snapshot(admin, schema)
+    await run_migrate(isolation, schema)
+
+    assert await snapshot(admin, schema) == once
+    assert set(once["tables"]) >= PLUMBING
+    assert once["versions"] == [newest_revision()]
+
+
+async def test_tables_land_in_the_service_schema_not_in_public(
+    isolation: Isolation, admin: AsyncEngine
+) -> None:
+    schema = isolation.schema("intake")
+    public_before = await tables_in(admin, "public")
+    await run_migrate(isolation, schema)
+
+    migrated = await tables_in(admin, schema)
+    assert migrated >= PLUMBING
+    assert (await tables_in(admin, "public")) & migrated == public_before & migrated
+    # and the service's engine finds them unqualified, through its search_path
+    engine = create_engine(isolation.database_url, schema=schema, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT current_schema()"))).scalar() == schema
+            assert (await conn.execute(sa.text("SELECT count(*) FROM outbox"))).scalar() == 0
+    finally:
+        await engine.dispose()
+
+
+async def migration_waiters(conn: AsyncConnection) -> int:
+    """Sessions of this database waiting for the migration lock (a bigint advisory key)."""
+    statement = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid = 0 AND objid = :low AND objsubid = 1"
+    )
+    return int((await conn.execute(statement, {"low": MIGRATION_LOCK_ID})).scalar_one())
+
+
+async def test_concurrent_migrations_wait_for_the_advisory_lock_and_all_succeed(
+    isolation: Isolation, admin: AsyncEngine
+) -> None:
+    schema = isolation.schema("intake")
+    async with admin.connect() as holder, admin.connect() as observer:
+        # hold the lock, so every migration below is started before any may run
+        await holder.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        await holder.commit()
+        released = False
+        try:
+            here = [asyncio.create_task(run_migrate(isolation, schema)) for _ in range(2)]
+            there = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                MIGRATE_IN_ANOTHER_PROCESS,
+                isolation.database_url,
+                schema,
+                str(VERSIONS),
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+
+            async def both_processes_wait() -> bool:
+                await observer.rollback()  # a fresh snapshot of pg_locks each time
+                return await migration_waiters(observer) >= 2
+
+            await until(both_processes_wait)
+            assert not any(task.done() for task in here)
+            assert await tables_in(admin, schema) == set()  # nobody got past the lock
+            await holder.execute(
+                sa.text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
+            )
+            await holder.commit()
+            released = True
+            await asyncio.wait_for(asyncio.gather(*here), WAIT_SECONDS)
+            _, stderr = await asyncio.wait_for(there.communicate(), WAIT_SECONDS)
+        finally:
+            if not released:
+                await holder.execute(
+                    sa.text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
+                )
+                await holder.commit()
+
+    assert there.returncode == 0, stderr.decode()
+    described = await snapshot(admin, schema)
+    assert set(described["tables"]) >= PLUMBING
+    assert described["versions"] == [newest_revision()]
+
+
+async def test_migrated_tables_match_the_runtime_table_definitions(
+    isolation: Isolation, admin: AsyncEngine
+) -> None:
+    schema = isolation.schema("intake")
+    await run_migrate(isolation, schema)
+    migrated = (await snapshot(admin, schema))["tables"]
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+    for table in plumbing.sorted_tables:
+        assert migrated[table.name]["columns"] == [
+            (c.name, str(c.type.compile(dialect=dialect)), c.nullable) for c in table.columns
+        ], table.name
+        assert migrated[table.name]["primary_key"] == [c.name for c in table.primary_key]
+        assert migrated[table.name]["unique"] == [(c.name,) for c in table.columns if c.unique]
+        assert [i[:2] for i in migrated[table.name]["indexes"]] == sorted(
+            (i.name, tuple(c.name for c in i.columns)) for i in table.indexes
+        )
+    assert "published_at IS NULL" in migrated["outbox"]["indexes"][0][2]
+
+
+async def test_claim_event_is_true_once_then_false(isolation: Isolation) -> None:
+    schema = isolation.schema("intake")
+    await run_migrate(isolation, schema)
+    engine = create_engine(isolation.database_url, schema=schema, pool_size=2)
+    sessions = session_factory(engine)
+    try:
+        async with sessions() as session, session.begin():
+            assert await claim_event(session, consumer="dispatch", event_id="E1", now=NOW)
+            assert not await claim_event(session, consumer="dispatch", event_id="E1", now=NOW)
+        async with sessions() as session, session.begin():  # a redelivery, later
+            assert not await claim_event(session, consumer="dispatch", event_id="E1", now=NOW)
+            assert await claim_event(session, consumer="sla", event_id="E1", now=NOW)
+            assert await claim_event(session, consumer="dispatch", event_id="E2", now=NOW)
+        with pytest.raises(RuntimeError, match="handler failed"):  # its claim is rolled back
+            async with sessions() as session, session.begin():
+                assert await claim_event(session, consumer="dispatch", event_id="E3", now=NOW)
+                raise RuntimeError("the handler failed")
+        async with sessions() as session, session.begin():
+            assert await claim_event(session, consumer="dispatch", event_id="E3", now=NOW)
+    finally:
+        await engine.dispose()
+
+
+async def test_ping_tells_a_reachable_database_from_an_unreachable_one(
+    isolation: Isolation,
+) -> None:
+    nowhere = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/test", schema="public")
+    real = create_engine(isolation.database_url, schema="public", pool_size=1)
+    try:
+        assert await ping(nowhere) is False
+        assert await ping(real) is True
+    finally:
+        await nowhere.dispose()
+        await real.dispose()

@@ -1,0 +1,96 @@
+"""Durable acceptance: with the broker paused, intake keeps answering 202 from its outbox; when
+the broker is back, every accepted item is published exactly once, in order per key."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.embedded import EmbeddedBroker, start_broker
+from libs.common.events import CaseSubmitted, VisitRecorded
+from libs.common.topics import CASES_SUBMITTED, VISITS_RECORDED
+from services.intake.app import create_app
+from tests.factories import Isolation, make_intake_settings, make_report
+from tests.harness import TopicWatcher, running
+from tests.services.intake.conftest import auth
+from tests.services.intake.test_worker_api import make_visit
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own: pausing the session's shared broker would hurt other tests."""
+    broker = start_broker(log_path=tmp_path / "broker.log")
+    try:
+        yield broker
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+        broker.stop()
+
+
+async def test_reports_accepted_while_the_broker_is_paused_are_published_once_after(
+    isolation: Isolation, own_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = make_intake_settings(
+        isolation,
+        kafka_bootstrap_servers=own_broker.bootstrap_servers,
+        attachments_dir=tmp_path / "files",
+    )
+    app = create_app(settings)
+    async with running(app) as client:
+        accepted: list[str] = []
+
+        async def report() -> None:
+            response = await client.post("/v1/reports", json=make_report(), headers=auth())
+            assert response.status_code == 202, response.text
+            accepted.append(response.json()["case_id"])
+
+        async def visit(note: str) -> None:
+            body = make_visit(resident_id="KR-ORDER-1", note=note)
+            response = await client.post("/v1/visits", json=body, headers=auth())
+            assert response.status_code == 202, response.text
+
+        for _ in range(5):
+            await report()
+        await visit("before")
+        own_broker.process.send_signal(signal.SIGSTOP)
+        try:
+            for index in range(20):
+                await report()
+                await visit(f"during {index}")
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200, ready.text  # the outbox keeps intake ready
+            assert ready.json()["checks"]["broker"] is False
+        finally:
+            own_broker.process.send_signal(signal.SIGCONT)
+        await visit("after")
+
+        cases = TopicWatcher(
+            bootstrap=own_broker.bootstrap_servers,
+            topic=CASES_SUBMITTED,
+            name=settings.topic_prefix + CASES_SUBMITTED.name,
+            group=f"{isolation.token}-cases",
+        )
+        visits = TopicWatcher(
+            bootstrap=own_broker.bootstrap_servers,
+            topic=VISITS_RECORDED,
+            name=settings.topic_prefix + VISITS_RECORDED.name,
+            group=f"{isolation.token}-visits",
+        )
+        async with cases, visits:
+            last = accepted[-1]
+            await cases.wait_for(lambda _, p: isinstance(p, CaseSubmitted) and p.case_id == last)
+            await visits.wait_for(lambda _, p: isinstance(p, VisitRecorded) and p.note == "after")
+            # a marker published after everything else shows nothing more is in flight
+            await report()
+            marker = accepted[-1]
+            await cases.wait_for(lambda _, p: isinstance(p, CaseSubmitted) and p.case_id == marker)
+
+        published = Counter(p.case_id for _, p in cases.seen if isinstance(p, CaseSubmitted))
+        assert set(published) == set(accepted)
+        assert set(published.values()) == {1}
+        notes = [p.note for _, p in visits.seen if isinstance(p, VisitRecorded)]
+        assert notes == ["before", *(f"during {i}" for i in range(20)), "after"]
