@@ -53,7 +53,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], within: float = 120)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
+            raise RuntimeError(f"server exited with {process.returncode}: see .run/bench-*.log")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310  # loopback
                 if response.status == 200:
@@ -65,13 +65,12 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], within: float = 120)
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603  # our own modules
-        [sys.executable, *argv],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = REPO / ".run" / f"bench-{argv[-1].replace('.', '-')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(  # noqa: S603  # our own modules
+            [sys.executable, *argv], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def _row(name: str, stats: Stats, status: int, unit: int = 1) -> dict[str, Any]:
@@ -126,12 +125,13 @@ def serving(argv: list[str], env: dict[str, str], ready_path: str, port: int) ->
         process.wait(timeout=30)
 
 
-async def trivial_phase(seconds: float, connections: int) -> dict[str, Any]:
+async def trivial_phase(seconds: float, connections: int, workers: int) -> dict[str, Any]:
     port = free_port()
     body = json.dumps(_report_body(0), ensure_ascii=False).encode()
     headers = {"content-type": "application/json"}
-    with serving(["-m", "bench.trivial", str(port)], dict(os.environ), "/docs", port):
-        print(f"phase 1/4: trivial endpoint, {seconds:.0f} s …", flush=True)
+    argv = ["-m", "bench.trivial", str(port), str(workers)]
+    with serving(argv, dict(os.environ), "/docs", port):
+        print(f"trivial endpoint, {workers} worker(s), {seconds:.0f} s …", flush=True)
         stats = await closed_loop(
             "127.0.0.1",
             port,
@@ -139,11 +139,11 @@ async def trivial_phase(seconds: float, connections: int) -> dict[str, Any]:
             connections=connections,
             seconds=seconds,
         )
-    return _row("trivial FastAPI endpoint", stats, 202)
+    return _row(f"trivial FastAPI endpoint, {workers} worker(s)", stats, 202)
 
 
 async def intake_phases(
-    seconds: float, connections: int, *, database_url: str, bootstrap: str, tag: str
+    seconds: float, connections: int, *, database_url: str, bootstrap: str, tag: str, workers: int
 ) -> list[dict[str, Any]]:
     port = free_port()
     env = {
@@ -151,6 +151,8 @@ async def intake_phases(
         "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "GRIDFLOW_WORKER_JWT_SECRET": SECRET,
+        "GRIDFLOW_OPEN311_KEY_RESIDENT_APP": SECRET,
+        "GRIDFLOW_OPEN311_KEY_VIDEO_AI": SECRET[::-1],
         "GRIDFLOW_DB_SCHEMA": f"{tag}_intake",
         "GRIDFLOW_TOPIC_PREFIX": f"{tag}.",
         "GRIDFLOW_HTTP_PORT": str(port),
@@ -199,18 +201,27 @@ async def intake_phases(
     return rows
 
 
-def run(seconds: float, connections: int) -> dict[str, Any]:
-    tag = f"bench{os.getpid()}"
-    with servers(tag) as (database_url, bootstrap):
-        results = [asyncio.run(trivial_phase(seconds, connections))]
-        results += asyncio.run(
-            intake_phases(
-                seconds, connections, database_url=database_url, bootstrap=bootstrap, tag=tag
+def run(seconds: float, connections: int, workers: list[int]) -> dict[str, Any]:
+    """Each intake configuration is compared with the trivial endpoint on as many workers."""
+    results: list[dict[str, Any]] = []
+    for count in workers:
+        tag = f"bench{os.getpid()}w{count}"
+        with servers(tag) as (database_url, bootstrap):
+            trivial = asyncio.run(trivial_phase(seconds, connections, count))
+            rows = asyncio.run(
+                intake_phases(
+                    seconds,
+                    connections,
+                    database_url=database_url,
+                    bootstrap=bootstrap,
+                    tag=tag,
+                    workers=count,
+                )
             )
-        )
-    trivial = results[0]["per_second"]
-    for row in results[1:]:
-        row["ratio_to_trivial"] = round(row["per_second"] / trivial, 3) if trivial else None
+        for row in rows:
+            ceiling = trivial["per_second"]
+            row["ratio_to_trivial"] = round(row["per_second"] / ceiling, 3) if ceiling else None
+        results += [trivial, *rows]
     return {
         "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -229,12 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.intake", description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="intake (and trivial) worker processes to measure, e.g. 1 2",
+    )
     parser.add_argument("--out", type=Path, default=REPO / ".run" / "bench-intake.json")
     args = parser.parse_args(argv)
-    report = run(args.seconds, args.connections)
+    report = run(args.seconds, args.connections, [1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(f"\n{'phase':<42}{'per s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ratio':>8}")
+    print(f"\n{'phase':<50}{'per s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ratio':>8}")
     for row in report["results"]:
         ratio = row.get("ratio_to_trivial")
         print(

@@ -1,4 +1,6 @@
-"""The ceiling a benchmark compares intake with: a FastAPI endpoint that does nothing."""
+"""The ceiling a benchmark compares intake with: a FastAPI endpoint that does nothing.
+
+`python -m bench.trivial PORT [WORKERS]`"""
 
 from __future__ import annotations
 
@@ -16,4 +18,12 @@ async def accept() -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    workers = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    uvicorn.run(
+        "bench.trivial:app",
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )

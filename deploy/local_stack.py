@@ -66,6 +66,8 @@ def dev_secrets(path: Path, refdata: ReferenceData, environ: Mapping[str, str]) 
     }
     for department in refdata.departments.values():
         wanted[department.receiver.secret_env] = _webhook_secret
+    for client in refdata.open311.clients.values():
+        wanted[client.key_env] = lambda: secrets.token_urlsafe(32)
     values = {
         name: environ.get(name) or stored.get(name) or make() for name, make in wanted.items()
     }
@@ -128,6 +130,7 @@ class Stack:
         env["DATABASE_URL"] = database_url
         env["KAFKA_BOOTSTRAP_SERVERS"] = kafka
         env["GRIDFLOW_CONFIG_DIR"] = str(self.args.config)
+        env.setdefault("GRIDFLOW_ATTACHMENTS_DIR", str(self.run_dir / "attachments"))
         self._write_demo_token(env["GRIDFLOW_WORKER_JWT_SECRET"])
         specs = service_specs(
             intake_port=self.args.intake_port,

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from deploy.embedded import start_broker, start_postgres
-from tests.factories import Isolation
+from tests.factories import OPEN311_KEYS, Isolation
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +49,13 @@ async def isolation(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Is
         for schema in iso.schemas:
             await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def open311_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """intake reads each Open311 client's key from the variable config/open311.yaml names."""
+    for name, key in OPEN311_KEYS.items():
+        monkeypatch.setenv(name, key)
 
 
 @pytest.fixture

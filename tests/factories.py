@@ -115,3 +115,37 @@ def department_secret(short_code: str) -> str:
     import base64  # noqa: PLC0415
 
     return "whsec_" + base64.b64encode(f"test-secret-{short_code}".ljust(32, "!").encode()).decode()
+
+
+# --- Open311 ------------------------------------------------------------------------------------
+
+RESIDENT_APP_KEY = "test-open311-key-resident-app"  # a test key, ≥ 16 characters
+VIDEO_AI_KEY = "test-open311-key-video-ai-000"
+OPEN311_KEYS = {  # the variables config/open311.yaml names, with test keys
+    "GRIDFLOW_OPEN311_KEY_RESIDENT_APP": RESIDENT_APP_KEY,
+    "GRIDFLOW_OPEN311_KEY_VIDEO_AI": VIDEO_AI_KEY,
+}
+INSIDE_UNIT_GRID = {"lat": "27.7035", "long": "113.305"}  # in UNIT_GRID's polygon
+OUTSIDE_CITY = {"lat": "31.2304", "long": "121.4737"}
+
+
+def make_open311_request(**overrides: str | None) -> dict[str, str]:
+    """A GeoReport v2 POST body (form fields) from resident-app; a None override drops a field."""
+    request = {
+        "api_key": RESIDENT_APP_KEY,
+        "service_code": "city.garbage",
+        **INSIDE_UNIT_GRID,
+        "address_string": "人民路 12 号旁",
+        "description": "人民路与解放路交叉口东北角有一堆生活垃圾，已经放了三天。",
+        "first_name": "秀英",
+        "last_name": "李",
+        "phone": "13800138000",
+        "email": "resident@example.com",
+        "device_id": "device-0001",
+    }
+    for name, value in overrides.items():
+        if value is None:
+            request.pop(name, None)
+        else:
+            request[name] = value
+    return request

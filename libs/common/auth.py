@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import jwt
 
@@ -46,11 +48,30 @@ def check_secret(secret: str) -> str:
 
 
 class TokenVerifier:
-    def __init__(self, *, secret: str, leeway_seconds: int = 30) -> None:
+    """Verifies tokens; a token whose signature was verified once is remembered (its times are
+    still checked on every use), since a worker's app sends the same token all day."""
+
+    def __init__(self, *, secret: str, leeway_seconds: int = 30, cache_size: int = 10_000) -> None:
         self._secret = check_secret(secret)
         self._leeway = leeway_seconds
+        self._cache_size = cache_size
+        self._verified: OrderedDict[str, tuple[Principal, dict[str, Any]]] = OrderedDict()
 
     def verify(self, token: str, *, now: datetime) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            self._verified.move_to_end(token)
+            principal, claims = known
+            self._check_times(claims, now.timestamp())
+            return principal
+        principal, claims = self._decode(token)
+        self._check_times(claims, now.timestamp())
+        self._verified[token] = (principal, claims)
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, dict[str, Any]]:
         try:
             claims = jwt.decode(
                 token,
@@ -68,24 +89,32 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(401, f"invalid token: {exc}") from exc
-        self._check_times(claims, now.timestamp())
+        self._check_time_types(claims)
         grids = claims.get("grids", [])
         if not isinstance(grids, list) or not all(isinstance(g, str) for g in grids):
             raise AuthError(401, "invalid token: grids must be a list of codes")
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             role=str(claims.get("role", "")),
             scopes=frozenset(str(claims.get("scope", "")).split()),
             grids=tuple(grids),
         )
+        return principal, {k: claims[k] for k in ("exp", "nbf", "iat") if k in claims}
 
-    def _check_times(self, claims: dict[str, object], now: float) -> None:
+    @staticmethod
+    def _check_time_types(claims: dict[str, Any]) -> None:
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise AuthError(401, f"invalid token: {name} must be a number")
+
+    def _check_times(self, claims: dict[str, Any], now: float) -> None:
         for name in ("exp", "nbf", "iat"):
             value = claims.get(name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise AuthError(401, f"invalid token: {name} must be a number")
             if name == "exp" and value + self._leeway < now:
                 raise AuthError(401, "invalid token: expired")
             if name in ("nbf", "iat") and value - self._leeway > now:

@@ -7,6 +7,7 @@ line, and a bad configuration stops the service with the `check` command's messa
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -105,6 +106,11 @@ class Runtime:
             metrics=self.outbox_metrics,
         )
         self.spawn(self.relay.run(), stop=self.relay.stop, name="outbox-relay")
+        # what start-up loaded (reference data, polygons) lives as long as the process: keep
+        # it out of the collector's way, and collect young objects less often (requests make
+        # many short-lived ones), so collections stay short and rare under load
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
 
     def spawn(
         self, coro: Coroutine[Any, Any, None], *, stop: Callable[[], None], name: str

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from libs.common.serve import load_settings, serve
+from fastapi import FastAPI
+
+from libs.common.serve import app_from_environment, load_settings, serve
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
 
+
+def app() -> FastAPI:
+    return app_from_environment(IntakeSettings, create_app)
+
+
 if __name__ == "__main__":
-    settings = load_settings(IntakeSettings)
-    serve(create_app(settings), settings)
+    serve("services.intake.__main__:app", load_settings(IntakeSettings))

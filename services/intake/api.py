@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import Field, TypeAdapter, ValidationError
 
 from libs.common.auth import Principal
 from libs.common.contract import Contract
 from libs.common.ids import new_case_id, new_visit_id
 from libs.common.topics import CASES_SUBMITTED, VISITS_RECORDED
-from libs.common.web import ApiError
+from libs.common.web import ApiError, bearer_token, documented_body, parse_body
 from services.intake.acceptance import Claim, Replay, Staged
-from services.intake.deps import IntakeState, StateDep, WorkerDep
+from services.intake.deps import IntakeState
 from services.intake.reports import (
     Accepted,
     ProxyServiceRequest,
@@ -40,6 +41,14 @@ IdempotencyKey = Annotated[
         description="a retry with the same key returns the first answer; another body gets 409",
     ),
 ]
+_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    "description": "a retry with the same key returns the first answer; another body gets 409",
+}
 REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no or bad bearer token"},
     403: {"description": "token lacks the scope, or the worker does not serve the grid"},
@@ -130,24 +139,53 @@ def _replayed(replay: Replay, state: IntakeState) -> JSONResponse:
     )
 
 
-@router.post(
-    "/reports", status_code=202, summary="report an incident, hazard or dispute", responses=REFUSALS
-)
-async def submit_report(
-    report: WorkerReport, worker: WorkerDep, state: StateDep, key: IdempotencyKey = None
-) -> JSONResponse:
-    return await _accept_one(report, route="reports", key=key, state=state, principal=worker)
+def _caller(request: Request) -> tuple[IntakeState, Principal]:
+    """The state and the authenticated, scoped worker (before anything looks at the body)."""
+    state: IntakeState = request.app.state.intake
+    principal = state.verifier.verify(bearer_token(request), now=state.runtime.clock.now())
+    principal.require("reports:write")
+    return state, principal
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _KEY.fullmatch(key):
+        raise ApiError(
+            422,
+            "invalid_request",
+            "1 to 200 visible ASCII characters",
+            path="header.Idempotency-Key",
+        )
+    return key
+
+
+async def _submit(request: Request, model: type[Work], route: str) -> JSONResponse:
+    state, worker = _caller(request)
+    work = await parse_body(request, model)
+    key = _idempotency_key(request)
+    return await _accept_one(work, route=route, key=key, state=state, principal=worker)
 
 
 @router.post(
-    "/proxy-services", status_code=202, summary="file a proxy service (帮代办)", responses=REFUSALS
+    "/reports",
+    status_code=202,
+    summary="report an incident, hazard or dispute",
+    responses=REFUSALS,
+    openapi_extra=documented_body(WorkerReport, IDEMPOTENCY_KEY),
 )
-async def submit_proxy_service(
-    request: ProxyServiceRequest, worker: WorkerDep, state: StateDep, key: IdempotencyKey = None
-) -> JSONResponse:
-    return await _accept_one(
-        request, route="proxy-services", key=key, state=state, principal=worker
-    )
+async def submit_report(request: Request) -> JSONResponse:
+    return await _submit(request, WorkerReport, "reports")
+
+
+@router.post(
+    "/proxy-services",
+    status_code=202,
+    summary="file a proxy service (帮代办)",
+    responses=REFUSALS,
+    openapi_extra=documented_body(ProxyServiceRequest, IDEMPOTENCY_KEY),
+)
+async def submit_proxy_service(request: Request) -> JSONResponse:
+    return await _submit(request, ProxyServiceRequest, "proxy-services")
 
 
 @router.post(
@@ -155,11 +193,10 @@ async def submit_proxy_service(
     status_code=202,
     summary="record a visit to a key resident (走访)",
     responses=REFUSALS,
+    openapi_extra=documented_body(VisitReport, IDEMPOTENCY_KEY),
 )
-async def submit_visit(
-    visit: VisitReport, worker: WorkerDep, state: StateDep, key: IdempotencyKey = None
-) -> JSONResponse:
-    return await _accept_one(visit, route="visits", key=key, state=state, principal=worker)
+async def submit_visit(request: Request) -> JSONResponse:
+    return await _submit(request, VisitReport, "visits")
 
 
 @router.put(
@@ -172,9 +209,10 @@ async def submit_visit(
         415: {},
         **REFUSALS,
     },
+    openapi_extra={"security": [{"bearer": []}]},
 )
-async def upload_attachment(request: Request, worker: WorkerDep, state: StateDep) -> JSONResponse:
-    del worker  # authenticated and scoped; the store is shared by content
+async def upload_attachment(request: Request) -> JSONResponse:
+    state, _ = _caller(request)  # any worker may upload: the store is shared by content
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
@@ -256,8 +294,12 @@ def _parse_item(index: int, item: dict[str, Any]) -> tuple[str, Work] | ItemResu
     "/batch",
     summary="upload items stored offline; a retried batch creates nothing twice",
     responses=REFUSALS,
+    response_model=BatchResult,
+    openapi_extra=documented_body(BatchRequest),
 )
-async def submit_batch(batch: BatchRequest, worker: WorkerDep, state: StateDep) -> BatchResult:
+async def submit_batch(request: Request) -> Response:
+    state, worker = _caller(request)
+    batch = await parse_body(request, BatchRequest)
     limit = state.settings.batch_max_items
     if len(batch.items) > limit:
         raise ApiError(422, "invalid_request", f"at most {limit} items", path="body.items")
@@ -300,12 +342,14 @@ async def submit_batch(batch: BatchRequest, worker: WorkerDep, state: StateDep) 
     for status, count in counts.items():
         if count:
             state.outcomes.labels(SOURCE, status).inc(count)
-    return BatchResult(
+    result = BatchResult(
         results=final,
         accepted=counts["accepted"],
         replayed=counts["replayed"],
         refused=counts["refused"] + counts["conflict"],
     )
+    # serialised once here, rather than validated again as a response model
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 def _item_result(index: int, work: Work, answer: Accepted, replay: Replay | None) -> ItemResult:
@@ -336,3 +380,7 @@ def _item_result(index: int, work: Work, answer: Accepted, replay: Replay | None
         case_id=replay.response.get("case_id"),
         visit_id=replay.response.get("visit_id"),
     )
+
+
+BODY_MODELS = (WorkerReport, ProxyServiceRequest, VisitReport, BatchRequest)
+"""Bodies parsed by `parse_body`; app.py puts them into the OpenAPI document."""

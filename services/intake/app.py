@@ -2,11 +2,13 @@
 
 Anything is answered 202 only once it is committed to intake's own database (the outbox, with its
 idempotency key); the relay publishes it to `cases.submitted` / `visits.recorded`. intake keeps
-accepting while the broker is away: readiness depends on the database only.
+accepting while the broker is away: readiness depends on the database only. It also follows
+`cases.lifecycle` for the status of the requests Open311 clients submitted (consumer.py).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,9 +16,12 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from libs.common.clock import Clock, SystemClock
+from libs.common.kafka import ConsumerLoop
 from libs.common.runtime import Runtime
-from libs.common.web import install_error_handlers, install_platform_routes
-from services.intake import api
+from libs.common.topics import CASES_LIFECYCLE
+from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
+from services.intake import api, open311
+from services.intake.consumer import RequestStatuses
 from services.intake.deps import IntakeState
 from services.intake.settings import IntakeSettings
 
@@ -28,11 +33,25 @@ def create_app(settings: IntakeSettings, *, clock: Clock | None = None) -> FastA
     state = IntakeState(settings, runtime.clock, runtime)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
-        settings.attachments_dir.mkdir(parents=True, exist_ok=True)
-        runtime.spawn(state.acceptor.run(), stop=state.acceptor.stop, name="acceptor")
         try:
+            # a client whose key variable is missing stops intake, naming the variable
+            app.state.open311_keys = open311.client_keys(runtime.refdata, os.environ)
+            settings.attachments_dir.mkdir(parents=True, exist_ok=True)
+            runtime.spawn(state.acceptor.run(), stop=state.acceptor.stop, name="acceptor")
+            statuses = ConsumerLoop(
+                settings=settings,
+                topic=CASES_LIFECYCLE,
+                group_id=settings.status_consumer_group,
+                handler=RequestStatuses(runtime=runtime),
+                publisher=runtime.publisher,
+                clock=runtime.clock,
+                metrics=runtime.consumer_metrics,
+                names=runtime.names,
+            )
+            runtime.spawn(statuses.run(), stop=statuses.stop, name="cases-lifecycle")
+            runtime.add_check("status_consumer", statuses.joined.is_set)
             yield
         finally:
             await runtime.stop()
@@ -50,7 +69,11 @@ def create_app(settings: IntakeSettings, *, clock: Clock | None = None) -> FastA
         registry=runtime.registry,
         metrics_token=settings.metrics_token,
         readiness=runtime.ready,
-        optional=frozenset({"broker"}),
+        # Open311 statuses lag while the broker is away; accepting must not stop for that
+        optional=frozenset({"broker", "status_consumer"}),
     )
+    open311.install_error_format(app)
     app.include_router(api.router)
+    install_openapi(app, api.BODY_MODELS)
+    app.include_router(open311.router)
     return app

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
 from prometheus_client import Counter
+from pydantic import SecretStr
 
 from libs.common.auth import Principal, TokenVerifier
 from libs.common.clock import Clock
@@ -37,7 +39,7 @@ class IntakeState:
         )
 
 
-def _state(request: Request) -> IntakeState:
+async def _state(request: Request) -> IntakeState:
     state: IntakeState = request.app.state.intake
     return state
 
@@ -45,10 +47,19 @@ def _state(request: Request) -> IntakeState:
 StateDep = Annotated[IntakeState, Depends(_state)]
 
 
-def _worker(request: Request, state: StateDep) -> Principal:
+async def _worker(request: Request, state: StateDep) -> Principal:
     principal = state.verifier.verify(bearer_token(request), now=state.runtime.clock.now())
     principal.require("reports:write")
     return principal
 
 
 WorkerDep = Annotated[Principal, Depends(_worker)]
+
+
+async def _open311_keys(request: Request) -> Mapping[str, SecretStr]:
+    """Each Open311 client's API key by client id, read from the environment at start (app.py)."""
+    keys: Mapping[str, SecretStr] = request.app.state.open311_keys
+    return keys
+
+
+Open311KeysDep = Annotated[Mapping[str, SecretStr], Depends(_open311_keys)]

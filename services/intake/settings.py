@@ -41,6 +41,11 @@ class IntakeSettings(ServiceSettings):
     committers: int = Field(
         default=2, ge=1, le=16, description="concurrent group-commit transactions"
     )
+    status_consumer_group: str = Field(
+        default="intake-status",
+        min_length=1,
+        description="Kafka consumer group that follows cases.lifecycle for Open311 statuses",
+    )
 
     @field_validator("worker_jwt_secret")
     @classmethod

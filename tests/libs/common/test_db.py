@@ -209,10 +209,13 @@ async def test_migrated_tables_match_the_runtime_table_definitions(
         ], table.name
         assert migrated[table.name]["primary_key"] == [c.name for c in table.primary_key]
         assert migrated[table.name]["unique"] == [(c.name,) for c in table.columns if c.unique]
-        assert [i[:2] for i in migrated[table.name]["indexes"]] == sorted(
+        declared = {i.name for i in table.indexes}
+        # a service may add indexes of its own to these tables (intake: Open311's lookup)
+        assert [i[:2] for i in migrated[table.name]["indexes"] if i[0] in declared] == sorted(
             (i.name, tuple(c.name for c in i.columns)) for i in table.indexes
         )
-    assert "published_at IS NULL" in migrated["outbox"]["indexes"][0][2]
+    [unpublished] = [i for i in migrated["outbox"]["indexes"] if i[0] == "outbox_unpublished"]
+    assert "published_at IS NULL" in unpublished[2]
 
 
 async def test_claim_event_is_true_once_then_false(isolation: Isolation) -> None:
