@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -65,7 +66,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], within: float = 120)
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = REPO / ".run" / f"bench-{argv[-1].replace('.', '-')}.log"
+    log = REPO / ".run" / f"bench-{argv[1].replace('.', '-')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen(  # noqa: S603  # our own modules
@@ -125,13 +126,13 @@ def serving(argv: list[str], env: dict[str, str], ready_path: str, port: int) ->
         process.wait(timeout=30)
 
 
-async def trivial_phase(seconds: float, connections: int, workers: int) -> dict[str, Any]:
+async def trivial_phase(seconds: float, connections: int) -> dict[str, Any]:
     port = free_port()
     body = json.dumps(_report_body(0), ensure_ascii=False).encode()
     headers = {"content-type": "application/json"}
-    argv = ["-m", "bench.trivial", str(port), str(workers)]
+    argv = ["-m", "bench.trivial", str(port)]
     with serving(argv, dict(os.environ), "/docs", port):
-        print(f"trivial endpoint, {workers} worker(s), {seconds:.0f} s …", flush=True)
+        print(f"trivial endpoint, {seconds:.0f} s …", flush=True)
         stats = await closed_loop(
             "127.0.0.1",
             port,
@@ -139,11 +140,11 @@ async def trivial_phase(seconds: float, connections: int, workers: int) -> dict[
             connections=connections,
             seconds=seconds,
         )
-    return _row(f"trivial FastAPI endpoint, {workers} worker(s)", stats, 202)
+    return _row("trivial FastAPI endpoint", stats, 202)
 
 
 async def intake_phases(
-    seconds: float, connections: int, *, database_url: str, bootstrap: str, tag: str, workers: int
+    seconds: float, connections: int, *, database_url: str, bootstrap: str, tag: str
 ) -> list[dict[str, Any]]:
     port = free_port()
     env = {
@@ -185,43 +186,50 @@ async def intake_phases(
 
     rows = []
     with serving(["-m", "services.intake"], env, "/readyz", port):
-        print(f"phase 2/4: single reports at saturation, {seconds:.0f} s …", flush=True)
+        print(f"intake: single reports at saturation, {seconds:.0f} s …", flush=True)
         stats = await closed_loop(
             "127.0.0.1", port, single, connections=connections, seconds=seconds
         )
         rows.append(_row("intake: single reports (saturation)", stats, 202))
-        print(f"phase 3/4: single reports at 500/s, {seconds:.0f} s …", flush=True)
+        print(f"intake: single reports at 500/s, {seconds:.0f} s …", flush=True)
         stats = await open_loop(
             "127.0.0.1", port, single, rate=500, seconds=seconds, max_connections=256
         )
         rows.append(_row("intake: single reports at 500/s", stats, 202))
-        print(f"phase 4/4: batches of 500 at saturation, {seconds:.0f} s …", flush=True)
+        print(f"intake: batches of 500 at saturation, {seconds:.0f} s …", flush=True)
         stats = await closed_loop("127.0.0.1", port, batch, connections=4, seconds=seconds)
         rows.append(_row("intake: batch items (500 per request)", stats, 200, unit=500))
     return rows
 
 
-def run(seconds: float, connections: int, workers: list[int]) -> dict[str, Any]:
-    """Each intake configuration is compared with the trivial endpoint on as many workers."""
-    results: list[dict[str, Any]] = []
-    for count in workers:
-        tag = f"bench{os.getpid()}w{count}"
+def run(seconds: float, connections: int, rounds: int) -> dict[str, Any]:
+    """`rounds` rounds of every phase; each intake phase is compared with the trivial endpoint
+    of its own round (this machine's speed drifts between minutes), and the medians reported."""
+    measured: list[list[dict[str, Any]]] = []
+    for number in range(1, rounds + 1):
+        tag = f"bench{os.getpid()}r{number}"
+        print(f"round {number}/{rounds}", flush=True)
         with servers(tag) as (database_url, bootstrap):
-            trivial = asyncio.run(trivial_phase(seconds, connections, count))
+            trivial = asyncio.run(trivial_phase(seconds, connections))
             rows = asyncio.run(
                 intake_phases(
-                    seconds,
-                    connections,
-                    database_url=database_url,
-                    bootstrap=bootstrap,
-                    tag=tag,
-                    workers=count,
+                    seconds, connections, database_url=database_url, bootstrap=bootstrap, tag=tag
                 )
             )
         for row in rows:
             ceiling = trivial["per_second"]
             row["ratio_to_trivial"] = round(row["per_second"] / ceiling, 3) if ceiling else None
-        results += [trivial, *rows]
+        measured.append([trivial, *rows])
+    results = []
+    for phase in zip(*measured, strict=True):
+        summary = {"phase": phase[0]["phase"]}
+        for field in ("per_second", "p50_ms", "p95_ms", "p99_ms", "ratio_to_trivial"):
+            values = [row[field] for row in phase if row.get(field) is not None]
+            if values:
+                summary[field] = round(statistics.median(values), 3)
+                summary[f"{field}_range"] = [min(values), max(values)]
+        summary["unexpected"] = sum(row["unexpected"] for row in phase)
+        results.append(summary)
     return {
         "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -231,8 +239,10 @@ def run(seconds: float, connections: int, workers: list[int]) -> dict[str, Any]:
             "database": "configured" if "DATABASE_URL" in os.environ else "embedded PostgreSQL",
         },
         "seconds_per_phase": seconds,
+        "rounds": rounds,
         "connections": connections,
         "results": results,
+        "rounds_measured": measured,
     }
 
 
@@ -240,24 +250,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.intake", description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument(
-        "--workers",
-        type=int,
-        nargs="+",
-        default=[1, 2],
-        help="intake (and trivial) worker processes to measure, e.g. 1 2",
-    )
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / ".run" / "bench-intake.json")
     args = parser.parse_args(argv)
-    report = run(args.seconds, args.connections, [1])
+    report = run(args.seconds, args.connections, args.rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(f"\n{'phase':<50}{'per s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ratio':>8}")
+    print(f"\nmedians of {args.rounds} rounds of {args.seconds:.0f} s (ranges in the JSON)")
+    print(f"{'phase':<42}{'per s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ratio':>8}  range")
     for row in report["results"]:
         ratio = row.get("ratio_to_trivial")
+        spread = row.get("ratio_to_trivial_range") or row.get("per_second_range")
         print(
             f"{row['phase']:<42}{row['per_second']:>10}{row['p50_ms']:>9}{row['p95_ms']:>9}"
-            f"{row['p99_ms']:>9}{'' if ratio is None else ratio:>8}"
+            f"{row['p99_ms']:>9}{'' if ratio is None else ratio:>8}  {spread}"
             + (f"   ({row['unexpected']} unexpected)" if row["unexpected"] else "")
         )
     print(f"\nJSON: {args.out}")

@@ -1,6 +1,6 @@
 """The ceiling a benchmark compares intake with: a FastAPI endpoint that does nothing.
 
-`python -m bench.trivial PORT [WORKERS]`"""
+`python -m bench.trivial PORT`"""
 
 from __future__ import annotations
 

@@ -144,8 +144,8 @@ class OutboxRelay:
                     )
                     .where(outbox.c.published_at.is_(None))
                     .order_by(outbox.c.id)
+                    # no row locks: the advisory lock above already makes this the only drainer
                     .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
                 )
             ).all()
             if not rows:

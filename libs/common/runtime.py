@@ -110,7 +110,7 @@ class Runtime:
         # it out of the collector's way, and collect young objects less often (requests make
         # many short-lived ones), so collections stay short and rare under load
         gc.freeze()
-        gc.set_threshold(50_000, 20, 20)
+        gc.set_threshold(100_000, 50, 20)
 
     def spawn(
         self, coro: Coroutine[Any, Any, None], *, stop: Callable[[], None], name: str

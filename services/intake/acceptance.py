@@ -112,8 +112,11 @@ class Acceptor:
 
     async def submit(self, events: Sequence[Staged], claim: Claim | None) -> Replay | None:
         """Durably accept `events` (None), or return the earlier answer for the claim's key."""
-        [result] = await self.submit_many([(events, claim)])
-        return result
+        if self._stopping.is_set():
+            raise RuntimeError("intake is shutting down")
+        submission = _Submission(events, claim)
+        self._queue.put_nowait([submission])
+        return await submission.future
 
     async def submit_many(
         self, items: Sequence[tuple[Sequence[Staged], Claim | None]]

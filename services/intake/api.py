@@ -9,16 +9,17 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, TypeAdapter, ValidationError
 
-from libs.common.auth import Principal
+from libs.common.auth import AuthError, Principal
 from libs.common.contract import Contract
 from libs.common.ids import new_case_id, new_visit_id
 from libs.common.topics import CASES_SUBMITTED, VISITS_RECORDED
 from libs.common.web import ApiError, bearer_token, documented_body, parse_body
 from services.intake.acceptance import Claim, Replay, Staged
-from services.intake.deps import IntakeState
+from services.intake.deps import IntakeState, refusal
 from services.intake.reports import (
     Accepted,
     ProxyServiceRequest,
@@ -110,7 +111,7 @@ async def _accept_one(
             work, state=state, principal=principal, now=state.runtime.clock.now()
         )
     except ApiError as exc:
-        state.outcomes.labels(SOURCE, exc.code).inc()
+        state.count(SOURCE, refusal(exc.code, exc.path))
         raise
     key = key or work.client_id
     body = answer.model_dump(mode="json", exclude_none=True)
@@ -119,21 +120,21 @@ async def _accept_one(
         claim = Claim(f"worker:{principal.subject}", key, fingerprint(route, work), 202, body)
     replay = await state.acceptor.submit(staged, claim)
     if replay is None:
-        state.outcomes.labels(SOURCE, "accepted").inc()
+        state.count(SOURCE, "accepted")
         return JSONResponse(body, status_code=202)
     return _replayed(replay, state)
 
 
 def _replayed(replay: Replay, state: IntakeState) -> JSONResponse:
     if not replay.same_request:
-        state.outcomes.labels(SOURCE, "idempotency_conflict").inc()
+        state.count(SOURCE, "idempotency_conflict")
         raise ApiError(
             409,
             "idempotency_conflict",
             "this key was already used for a different request",
             path="header.Idempotency-Key",
         )
-    state.outcomes.labels(SOURCE, "replayed").inc()
+    state.count(SOURCE, "replayed")
     return JSONResponse(
         replay.response, status_code=replay.status, headers={"Idempotent-Replayed": "true"}
     )
@@ -142,8 +143,12 @@ def _replayed(replay: Replay, state: IntakeState) -> JSONResponse:
 def _caller(request: Request) -> tuple[IntakeState, Principal]:
     """The state and the authenticated, scoped worker (before anything looks at the body)."""
     state: IntakeState = request.app.state.intake
-    principal = state.verifier.verify(bearer_token(request), now=state.runtime.clock.now())
-    principal.require("reports:write")
+    try:
+        principal = state.verifier.verify(bearer_token(request), now=state.runtime.clock.now())
+        principal.require("reports:write")
+    except AuthError as exc:
+        state.count(SOURCE, "unauthenticated" if exc.status == 401 else "forbidden:scope")
+        raise
     return state, principal
 
 
@@ -161,8 +166,16 @@ def _idempotency_key(request: Request) -> str | None:
 
 async def _submit(request: Request, model: type[Work], route: str) -> JSONResponse:
     state, worker = _caller(request)
-    work = await parse_body(request, model)
-    key = _idempotency_key(request)
+    try:
+        work = await parse_body(request, model)
+        key = _idempotency_key(request)
+    except RequestValidationError as exc:
+        first = exc.errors()[0]["loc"] if exc.errors() else ()
+        state.count(SOURCE, refusal("invalid_request", ".".join(map(str, first))))
+        raise
+    except ApiError as exc:
+        state.count(SOURCE, refusal(exc.code, exc.path))
+        raise
     return await _accept_one(work, route=route, key=key, state=state, principal=worker)
 
 
@@ -341,7 +354,7 @@ async def submit_batch(request: Request) -> Response:
     }
     for status, count in counts.items():
         if count:
-            state.outcomes.labels(SOURCE, status).inc(count)
+            state.count(SOURCE, status, count)
     result = BatchResult(
         results=final,
         accepted=counts["accepted"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from prometheus_client import Counter
@@ -33,10 +33,24 @@ class IntakeState:
         )
         self.outcomes = Counter(
             "gridflow_intake_submissions_total",
-            "Submissions by source and outcome (accepted, replayed, or the refusal's code)",
+            "Submissions by source and outcome: accepted, replayed, or the refusal as "
+            "<code>:<field> (e.g. invalid_request:location.unit_grid, forbidden:location.unit_grid)",
             ["source", "outcome"],
             registry=runtime.registry,
         )
+        self._counted: dict[tuple[str, str], Any] = {}
+
+    def count(self, source: str, outcome: str, amount: int = 1) -> None:
+        child = self._counted.get((source, outcome))
+        if child is None:
+            child = self._counted[(source, outcome)] = self.outcomes.labels(source, outcome)
+        child.inc(amount)
+
+
+def refusal(code: str, path: str | None) -> str:
+    """A refusal's metric label: its code and the field, without list indexes (few values)."""
+    fields = [part for part in (path or "").split(".")[1:] if not part.isdigit()]
+    return f"{code}:{'.'.join(fields)}" if fields else code
 
 
 async def _state(request: Request) -> IntakeState:

@@ -141,6 +141,13 @@ async def test_metrics_need_the_token_and_count_outcomes(
     _, client = intake
     await client.post("/v1/reports", json=make_report(), headers=auth())
     await client.post("/v1/reports", json=make_report(category="city.nope"), headers=auth())
+    await client.post("/v1/reports", json=make_report(title=""), headers=auth())
+    await client.post("/v1/reports", json=make_report())
+    await client.post(
+        "/v1/reports",
+        json=make_report(),
+        headers=auth(make_worker_token(grids=["430281001001002"])),
+    )
     assert (await client.get("/metrics")).status_code == 401
     wrong = await client.get("/metrics", headers={"Authorization": "Bearer wrong"})
     assert wrong.status_code == 401
@@ -148,10 +155,14 @@ async def test_metrics_need_the_token_and_count_outcomes(
     assert metrics.status_code == 200
     text = metrics.text
     assert 'gridflow_intake_submissions_total{outcome="accepted",source="grid_worker"} 1.0' in text
-    assert (
-        'gridflow_intake_submissions_total{outcome="invalid_request",source="grid_worker"} 1.0'
-        in text
-    )
+    for outcome in (
+        "invalid_request:category",
+        "invalid_request:title",
+        "unauthenticated",
+        "forbidden:location.unit_grid",
+    ):
+        line = f'gridflow_intake_submissions_total{{outcome="{outcome}",source="grid_worker"}} 1.0'
+        assert line in text
     assert (
         'gridflow_http_requests_total{method="POST",route="/v1/reports",status="202"} 1.0' in text
     )
