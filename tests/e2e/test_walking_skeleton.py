@@ -23,17 +23,6 @@ from tests.factories import (
 )
 from tests.harness import WAIT_SECONDS, TopicWatcher, http_server, running
 
-DEPARTMENTS = (
-    "chengguan",
-    "yingji",
-    "xiaofang",
-    "minzheng",
-    "weijian",
-    "gongan",
-    "zongzhi",
-    "gongdian",
-)
-
 
 def _secrets_env(config: Path) -> dict[str, str]:
     from libs.common.refdata import load_reference_data  # noqa: PLC0415
