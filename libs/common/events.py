@@ -16,6 +16,7 @@ from libs.common.contract import (
     CategoryCode,
     Contract,
     DepartmentCode,
+    GridNodeCode,
     LongText,
     ShortText,
     Timestamp,
@@ -215,6 +216,9 @@ class VisitRecorded(Contract):
 
 
 class CaseState(StrEnum):
+    """Where a case stands (DESIGN.md "Case lifecycle"); suspension, a pending extension request,
+    a verified result and 督办 are flags of the case, not states."""
+
     REPORTED = "reported"
     TRIAGE = "triage"
     ASSIGNED = "assigned"
@@ -225,9 +229,28 @@ class CaseState(StrEnum):
 
 
 class Transition(StrEnum):
+    """What happened: one value per move (verify and the extension decision have two outcomes)."""
+
     RECEIVED = "received"
-    ASSIGNED = "assigned"
     TRIAGED = "triaged"
+    ASSIGNED = "assigned"
+    SIGNED = "signed"
+    RETURNED = "returned"
+    REASSIGNED = "reassigned"
+    ESCALATED = "escalated"
+    EXTENSION_REQUESTED = "extension_requested"
+    EXTENSION_APPROVED = "extension_approved"
+    EXTENSION_DENIED = "extension_denied"
+    SUSPENDED = "suspended"
+    RESUMED = "resumed"
+    PROGRESSED = "progressed"
+    RESOLVED = "resolved"
+    VERIFIED = "verified"
+    REWORK = "rework"
+    CLOSED = "closed"
+    REOPENED = "reopened"
+    SUPERVISED = "supervised"
+    CANCELLED = "cancelled"
 
 
 class RoutingSnapshot(Contract):
@@ -237,13 +260,42 @@ class RoutingSnapshot(Contract):
     ruleset_version: str
 
 
+ActorKind = Literal["system", "department", "operator", "partner"]
+
+
 class Actor(Contract):
-    kind: Literal["system", "department", "operator", "partner"]
-    id: Annotated[str, Field(min_length=1, max_length=64)]
+    kind: ActorKind
+    id: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            description="who in that kind: a department's short code, an operator's account id, "
+            "a service or partner system name (never a person's name)",
+        ),
+    ]
+
+
+ReasonCode = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_]{1,40}$",
+        description="machine-readable reason, e.g. why a department returned a case",
+        examples=["not_our_duty", "wrong_location", "duplicate"],
+    ),
+]
+Note = Annotated[str, Field(min_length=1, max_length=1000)]
+"""Free text of the audit timeline; never personal information (names, phones, ID numbers)."""
+Count = Annotated[int, Field(ge=0)]
 
 
 class CaseLifecycleEvent(Contract):
-    """One transition of a case; `version` increases by one per transition of the same case."""
+    """One transition of a case; `version` increases by one per transition of the same case.
+
+    Besides what the move itself says (reason, note, result …), every event dispatch produces
+    carries the case's standing after the move: department, co-handling departments, owning grid
+    node, counters and flags, so a consumer needs no earlier event to read one. No personal
+    information travels here."""
 
     case_id: CaseId
     version: Annotated[int, Field(ge=1)]
@@ -254,9 +306,49 @@ class CaseLifecycleEvent(Contract):
     actor: Actor
     category: CategoryCode
     unit_grid: UnitGridCode | None = None
-    department: DepartmentCode | None = None
+    department: DepartmentCode | None = Field(
+        default=None, description="the department holding the case after the move"
+    )
     routing: RoutingSnapshot | None = None
-    reason: ShortText | None = None
+    reason: ShortText | None = Field(
+        default=None, description="why: triage, reassignment, escalation, suspension, cancel …"
+    )
+    reason_code: ReasonCode | None = Field(
+        default=None, description="a return's reason code (退单原因)"
+    )
+    note: Note | None = Field(
+        default=None,
+        description="free text of the move (progress, verification, 督办, a return's "
+        "explanation); never personal information",
+    )
+    previous_department: DepartmentCode | None = Field(
+        default=None,
+        description="the department that held the case before a return or reassignment",
+    )
+    co_handling: Annotated[tuple[DepartmentCode, ...], Field(max_length=10)] = Field(
+        default=(), description="departments assisting the holding one (协办)"
+    )
+    owner_node: GridNodeCode | None = Field(
+        default=None,
+        description="the grid node whose centre owns the case (its level: 6 digits city, 9 town, "
+        "12 village, 15 unit grid); changes on escalation and on triage at the city",
+    )
+    extension_until: Timestamp | None = Field(
+        default=None, description="the extension asked (extension_requested) or granted (approved)"
+    )
+    return_count: Count = Field(default=0, description="returns (退单) so far")
+    rework_count: Count = Field(default=0, description="failed verifications (返工) so far")
+    suspended: bool = Field(default=False, description="suspended (挂起) after the move")
+    extension_pending: bool = Field(
+        default=False, description="an extension request awaits a decision after the move"
+    )
+    supervised: bool = Field(default=False, description="under supervision (督办)")
+    result: Note | None = Field(
+        default=None, description="the department's result (resolved); never personal information"
+    )
+    attachments: Annotated[tuple[AttachmentRef, ...], Field(max_length=20)] = Field(
+        default=(), description="files of the result (resolved)"
+    )
 
 
 class DeadLetter(Contract):

@@ -11,6 +11,7 @@ from libs.common.events import CaseLifecycleEvent, CaseSubmitted
 from libs.common.ids import new_event_id
 from libs.common.kafka import Delivery
 from libs.common.outbox import stage
+from libs.common.refdata import WeekdayCalendar
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE
 from services.dispatch.delivery import DeliveryStatus, webhook_body
@@ -38,7 +39,13 @@ class SubmittedCases:
             )
             if not first or await session.get(CaseRow, case.case_id) is not None:
                 return
-            decision = route(case, runtime.refdata.routing)
+            decision = route(
+                case,
+                runtime.refdata.routing,
+                now=now,
+                calendar=WeekdayCalendar(),
+                grid=runtime.refdata.grid,
+            )
             admission = admit(case, decision, now=now)
             session.add(
                 CaseRow(

@@ -46,11 +46,17 @@ def test_bad_reference_data_stops_the_service_with_the_check_message(
 ) -> None:
     config = tmp_path / "config"
     config.mkdir()
-    for name in ("grid.yaml", "departments.yaml", "categories.yaml"):
+    for name in (
+        "grid.yaml",
+        "grid_polygons.geojson",
+        "departments.yaml",
+        "categories.yaml",
+        "service_items.yaml",
+        "open311.yaml",
+    ):
         (config / name).write_text((REPO_CONFIG / name).read_text())
     (config / "routing.yaml").write_text(
-        "version: 1\nrules:\n  - id: broken\n    match: {category_prefix: 'city.'}\n"
-        "    department: nobody\n"
+        "version: 1\nroute:\n  id: root\n  routes:\n    - id: broken\n      department: nobody\n"
     )
     result = _run(
         "services.intake",
@@ -62,5 +68,5 @@ def test_bad_reference_data_stops_the_service_with_the_check_message(
         },
     )
     assert result.returncode != 0
-    expected = "routing.yaml:5: rules[0].department: unknown department 'nobody'"
+    expected = "routing.yaml:6: route.routes[0].department: unknown department 'nobody'"
     assert f"configuration: {config}/{expected}" in result.stderr

@@ -2,7 +2,12 @@
 proxy-service items and the Open311 configuration, loaded from config files."""
 
 from libs.common.refdata.gridmap import Bounds, GridMap, GridPolygon
-from libs.common.refdata.loader import ConfigError, ConfigIssue, load_reference_data
+from libs.common.refdata.loader import (
+    ConfigError,
+    ConfigIssue,
+    load_reference_data,
+    load_routing_tree,
+)
 from libs.common.refdata.models import (
     Category,
     CategoryForm,
@@ -15,9 +20,9 @@ from libs.common.refdata.models import (
     Open311Service,
     Person,
     ReferenceData,
-    RoutingRule,
-    RoutingTable,
-    RuleMatch,
+    Route,
+    RouteMatch,
+    RoutingTree,
     Sector,
     ServiceItem,
     TownKind,
@@ -25,6 +30,7 @@ from libs.common.refdata.models import (
     WebhookReceiver,
     uscc_check_char,
 )
+from libs.common.refdata.timewindows import TimeWindow, WeekdayCalendar, WorkingCalendar
 
 __all__ = [
     "Bounds",
@@ -43,14 +49,18 @@ __all__ = [
     "Open311Service",
     "Person",
     "ReferenceData",
-    "RoutingRule",
-    "RoutingTable",
-    "RuleMatch",
+    "Route",
+    "RouteMatch",
+    "RoutingTree",
     "Sector",
     "ServiceItem",
+    "TimeWindow",
     "TownKind",
     "VillageKind",
     "WebhookReceiver",
+    "WeekdayCalendar",
+    "WorkingCalendar",
     "load_reference_data",
+    "load_routing_tree",
     "uscc_check_char",
 ]

@@ -18,7 +18,7 @@ def summary(data: ReferenceData) -> str:
         f"OK: {len(grid.towns)} towns, {len(grid.villages)} villages,"
         f" {len(grid.unit_grids)} unit grids, {len(data.grid_map)} grid polygons,"
         f" {len(data.departments)} departments, {len(data.categories)} categories,"
-        f" {len(data.routing.rules)} routing rules (version {data.routing.version}),"
+        f" {len(data.routing)} routes (version {data.routing.version}),"
         f" {len(data.service_items)} service items, {len(data.open311.clients)} Open311 clients,"
         f" {len(data.open311.services)} Open311 services"
     )

@@ -1,7 +1,7 @@
 """Load the reference-data folder and report every problem with its file and line."""
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -24,15 +24,20 @@ from libs.common.refdata.models import (
     GridNode,
     GridPolygonsFile,
     GridTree,
+    MatchSpec,
     Open311Config,
     Open311File,
     Person,
     ReferenceData,
+    Route,
+    RouteMatch,
+    RouteSpec,
     RoutingFile,
-    RoutingTable,
+    RoutingTree,
     ServiceItemsFile,
     child_code_problem,
 )
+from libs.common.refdata.timewindows import TimeWindow
 from libs.common.refdata.yamlsource import Loc, YamlDocument, YamlSourceError, parse_yaml
 
 GRID_FILE = "grid.yaml"
@@ -93,14 +98,17 @@ class Source(Generic[Schema]):
         return ConfigIssue(self.file, self.document.line_of(finding.loc), reason)
 
 
-def load_reference_data(config_dir: Path) -> ReferenceData:
-    """Read, validate and cross-check the reference files; ConfigError lists all issues."""
+def load_reference_data(config_dir: Path, *, routing_file: Path | None = None) -> ReferenceData:
+    """Read, validate and cross-check the reference files; ConfigError lists all issues.
+
+    `routing_file` replaces the folder's routing.yaml, to try a rule change before deploying it.
+    """
     if not config_dir.is_dir():
         raise ConfigError([ConfigIssue(str(config_dir), None, "config folder not found")])
     grid, grid_issues = read_source(config_dir / GRID_FILE, GridFile)
     departments, department_issues = read_source(config_dir / DEPARTMENTS_FILE, DepartmentsFile)
     categories, category_issues = read_source(config_dir / CATEGORIES_FILE, CategoriesFile)
-    routing, routing_issues = read_source(config_dir / ROUTING_FILE, RoutingFile)
+    routing, routing_issues = read_source(routing_file or config_dir / ROUTING_FILE, RoutingFile)
     polygons, polygon_issues = read_source(
         config_dir / POLYGONS_FILE, GridPolygonsFile, parse=parse_json
     )
@@ -126,8 +134,13 @@ def load_reference_data(config_dir: Path) -> ReferenceData:
         issues += routing.issues(
             routing_findings(
                 routing.model,
-                departments=None if departments is None else departments.model,
-                categories=category_model,
+                departments=None
+                if departments is None
+                else [d.short_code for d in departments.model.departments],
+                categories=None
+                if category_model is None
+                else [c.code for c in category_model.categories],
+                grid=None if grid is None else _grid_codes(grid.model),
             )
         )
     if polygons is not None:
@@ -155,9 +168,7 @@ def load_reference_data(config_dir: Path) -> ReferenceData:
         grid=build_grid_tree(grid.model),
         departments=MappingProxyType({d.short_code: d for d in departments.model.departments}),
         categories=MappingProxyType({c.code: c for c in categories.model.categories}),
-        routing=RoutingTable(
-            rules=routing.model.rules, version=routing_version(routing.model, routing.raw)
-        ),
+        routing=build_routing_tree(routing.model, routing.raw),
         grid_map=build_grid_map(polygons.model),
         service_items=MappingProxyType({item.code: item for item in items.model.items}),
         open311=Open311Config(
@@ -296,47 +307,170 @@ def category_findings(categories: CategoriesFile) -> list[Finding]:
     )
 
 
+def load_routing_tree(path: Path, *, against: ReferenceData) -> RoutingTree:
+    """Read and check a routing file against loaded reference data; ConfigError lists its issues.
+
+    This is how a rule change is taken without a restart (swap the tree into the running
+    `ReferenceData` with `dataclasses.replace`) or tried before it is deployed.
+    """
+    source, issues = read_source(path, RoutingFile)
+    if source is not None:
+        issues = source.issues(
+            routing_findings(
+                source.model,
+                departments=list(against.departments),
+                categories=list(against.categories),
+                grid=against.grid,
+            )
+        )
+    if issues or source is None:
+        raise ConfigError(sorted(issues, key=lambda issue: issue.line or 0))
+    return build_routing_tree(source.model, source.raw)
+
+
 def routing_findings(
     routing: RoutingFile,
     *,
-    departments: DepartmentsFile | None,
-    categories: CategoriesFile | None,
+    departments: Collection[str] | None,
+    categories: Collection[str] | None,
+    grid: Container[str] | None,
 ) -> list[Finding]:
-    """Rule ids are unique, and, when those files are valid, departments and prefixes resolve.
+    """Route ids are unique, time windows exist, no route is hidden behind an identical sibling,
+    and, when those files are valid, departments, categories and grid nodes resolve.
 
-    A category no rule reaches is fine: its cases go to triage. A rule that can never apply,
-    because earlier rules take every category it matches (first match wins), is not.
+    A category no route reaches is fine: its cases go to triage.
     """
-    findings = duplicate_findings(
-        ((("rules", i, "id"), rule.id) for i, rule in enumerate(routing.rules)), "rule id"
-    )
-    if departments is not None:
-        known = sorted(d.short_code for d in departments.departments)
-        for i, rule in enumerate(routing.rules):
-            if rule.department not in known:
-                reason = (
-                    f"unknown department {rule.department!r}; known short codes: {', '.join(known)}"
-                )
-                findings.append(Finding(("rules", i, "department"), reason))
-    if categories is not None:
-        codes = [c.code for c in categories.categories]
-        taken: dict[str, int] = {}  # category code -> index of the rule that takes it
-        for i, rule in enumerate(routing.rules):
-            matched = [code for code in codes if code.startswith(rule.category_prefix)]
-            loc: Loc = ("rules", i, "match", "category_prefix")
-            if not matched:
-                reason = f"category_prefix {rule.category_prefix!r} matches no category"
-                findings.append(Finding(loc, reason))
-            elif all(code in taken for code in matched):
-                earlier = ", ".join(f"rules[{j}]" for j in sorted({taken[c] for c in matched}))
-                reason = (
-                    f"rule never applies: {earlier} before it take every category it matches"
-                    " (first match wins); list the more specific prefix first"
-                )
-                findings.append(Finding(loc, reason))
-            for code in matched:
-                taken.setdefault(code, i)
+    routes = list(_route_entries(routing.route, ("route",)))
+    findings = duplicate_findings((((*loc, "id"), spec.id) for loc, spec in routes), "route id")
+    if routing.route.match is not None:
+        reason = "the root route matches every case; put the match on a route under it"
+        findings.append(Finding(("route", "match"), reason))
+    if routing.route.continue_:
+        reason = "the root route has no siblings, so continue means nothing there"
+        findings.append(Finding(("route", "continue"), reason))
+    known = None if departments is None else sorted(departments)
+    windows = sorted(routing.time_windows)
+    for loc, spec in routes:
+        findings += _action_findings(loc, spec, known)
+        if spec.match is not None:
+            findings += _match_findings(
+                (*loc, "match"),
+                spec.match,
+                categories=categories,
+                grid=grid,
+                windows=windows,
+            )
+        findings += _hidden_route_findings(loc, spec.routes)
     return findings
+
+
+def _route_entries(spec: RouteSpec, loc: Loc) -> Iterator[tuple[Loc, RouteSpec]]:
+    yield loc, spec
+    for i, child in enumerate(spec.routes):
+        yield from _route_entries(child, (*loc, "routes", i))
+
+
+def _action_findings(loc: Loc, spec: RouteSpec, known: Sequence[str] | None) -> list[Finding]:
+    targets: list[tuple[Loc, str]] = []
+    if spec.department is not None:
+        targets.append(((*loc, "department"), spec.department))
+    targets += [((*loc, "co_handling", i), code) for i, code in enumerate(spec.co_handling)]
+    targets += [((*loc, "notify", i), code) for i, code in enumerate(spec.notify)]
+    findings = [
+        *duplicate_findings(
+            (((*loc, "co_handling", i), code) for i, code in enumerate(spec.co_handling)),
+            "co-handling department",
+        ),
+        *duplicate_findings(
+            (((*loc, "notify", i), code) for i, code in enumerate(spec.notify)), "notify receiver"
+        ),
+    ]
+    if spec.department in spec.co_handling:
+        where = (*loc, "co_handling", spec.co_handling.index(spec.department))
+        reason = f"{spec.department!r} is this route's department; it cannot co-handle too"
+        findings.append(Finding(where, reason))
+    if known is not None:
+        findings += [
+            Finding(where, f"unknown department {code!r}; known short codes: {', '.join(known)}")
+            for where, code in targets
+            if code not in known
+        ]
+    return findings
+
+
+def _match_findings(
+    loc: Loc,
+    match: MatchSpec,
+    *,
+    categories: Collection[str] | None,
+    grid: Container[str] | None,
+    windows: Sequence[str],
+) -> list[Finding]:
+    findings = []
+    category = match.category
+    if category is not None and categories is not None:
+        if category.code is not None and category.code not in categories:
+            findings.append(
+                Finding((*loc, "category", "code"), f"unknown category {category.code!r}")
+            )
+        prefix = category.prefix
+        if prefix is not None and not any(code.startswith(prefix) for code in categories):
+            reason = f"category prefix {prefix!r} matches no category"
+            findings.append(Finding((*loc, "category", "prefix"), reason))
+    if match.grid is not None and grid is not None and match.grid not in grid:
+        reason = f"unknown grid node {match.grid!r}: not in {GRID_FILE}"
+        findings.append(Finding((*loc, "grid"), reason))
+    defined = f"defined: {', '.join(windows)}" if windows else "none is defined in time_windows"
+    findings += [
+        Finding((*loc, "time", i), f"unknown time window {name!r}; {defined}")
+        for i, name in enumerate(match.time or ())
+        if name not in windows
+    ]
+    return findings
+
+
+def _match_key(match: MatchSpec | None) -> object:
+    """Equal for two matches that take exactly the same cases however their lists are ordered."""
+    if match is None:
+        return None
+    category = match.category
+    return (
+        None if category is None else (category.code, category.prefix),
+        match.grid,
+        *(
+            None if values is None else frozenset(values)
+            for values in (match.source, match.urgency, match.time)
+        ),
+        None if match.keywords is None else frozenset(k.casefold() for k in match.keywords),
+    )
+
+
+def _hidden_route_findings(loc: Loc, siblings: Sequence[RouteSpec]) -> list[Finding]:
+    """A route after a sibling without `continue` that matches the same cases never matches.
+
+    Only identical matches (and a sibling without any match) are caught, not broader ones.
+    """
+    findings = []
+    stoppers: dict[object, int] = {}  # match key -> index of the first sibling that stops there
+    for i, spec in enumerate(siblings):
+        key = _match_key(spec.match)
+        earlier = stoppers.get(None, stoppers.get(key))
+        if earlier is not None:
+            sibling: Loc = (*loc, "routes", earlier)
+            how = "matches every case" if siblings[earlier].match is None else "has the same match"
+            reason = (
+                f"route {spec.id!r} never matches: {dotted(sibling)} ({siblings[earlier].id!r})"
+                f" before it {how} and does not continue"
+            )
+            where = (*loc, "routes", i, "match" if spec.match is not None else "id")
+            findings.append(Finding(where, reason, first=sibling))
+        elif not spec.continue_:
+            stoppers.setdefault(key, i)
+    return findings
+
+
+def _grid_codes(grid: GridFile) -> set[str]:
+    return {grid.city.code, *(entry.code for entry in _grid_entries(grid))}
 
 
 def _unit_grid_codes(grid: GridFile) -> dict[str, Loc]:
@@ -493,6 +627,50 @@ def build_grid_map(polygons: GridPolygonsFile) -> GridMap:
             ),
         )
         for feature in polygons.features
+    )
+
+
+def build_routing_tree(routing: RoutingFile, raw: bytes) -> RoutingTree:
+    """The compiled tree of a routing file that passed `routing_findings`."""
+    windows = {
+        name: TimeWindow.build(
+            name,
+            timezone=spec.timezone,
+            weekdays=spec.weekdays,
+            hours=spec.hours or (),
+            holidays=spec.holidays,
+        )
+        for name, spec in routing.time_windows.items()
+    }
+    return RoutingTree(
+        root=_compile_route(routing.route, windows),
+        version=routing_version(routing, raw),
+        time_windows=MappingProxyType(windows),
+    )
+
+
+def _compile_route(spec: RouteSpec, windows: Mapping[str, TimeWindow]) -> Route:
+    return Route(
+        id=spec.id,
+        match=None if spec.match is None else _compile_match(spec.match, windows),
+        department=spec.department,
+        co_handling=spec.co_handling,
+        notify=spec.notify,
+        continues=spec.continue_,
+        routes=tuple(_compile_route(child, windows) for child in spec.routes),
+    )
+
+
+def _compile_match(match: MatchSpec, windows: Mapping[str, TimeWindow]) -> RouteMatch:
+    category = match.category
+    return RouteMatch(
+        category=None if category is None else category.code,
+        category_prefix=None if category is None else category.prefix,
+        grid=match.grid,
+        sources=None if match.source is None else frozenset(s.value for s in match.source),
+        urgencies=None if match.urgency is None else frozenset(u.value for u in match.urgency),
+        keywords=tuple(dict.fromkeys(keyword.casefold() for keyword in match.keywords or ())),
+        windows=tuple(windows[name] for name in dict.fromkeys(match.time or ())),
     )
 
 

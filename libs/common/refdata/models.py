@@ -1,13 +1,13 @@
 """Reference-data models: the grid tree and its polygons, departments, categories, routing rules,
 proxy-service items and the Open311 configuration.
 
-The `*Spec` and `*File` models are the file schema; `GridTree`, `GridMap`, `RoutingTable`,
+The `*Spec` and `*File` models are the file schema; `GridTree`, `GridMap`, `RoutingTree`,
 `Open311Config` and `ReferenceData` are what the rest of gridflow reads once the loader has
 validated every file.
 """
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -23,11 +23,15 @@ from pydantic import (
     NonNegativeInt,
     PositiveInt,
     Strict,
+    StrictBool,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
+from libs.common.events import Source, Urgency
 from libs.common.refdata.gridmap import GridMap
+from libs.common.refdata.timewindows import TimeWindow, minute_ranges, zone
 
 
 class FrozenModel(BaseModel):
@@ -377,30 +381,154 @@ class CategoriesFile(FrozenModel):
 
 # --- routing ------------------------------------------------------------------------------------
 
+CITY_TIMEZONE = "Asia/Shanghai"
+WindowName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
+CategoryPrefix = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_.]*$", max_length=60)]
+RouteKeyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
-class RuleMatch(FrozenModel):
-    category_prefix: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_.]*$")]
+
+def _one_or_many(value: object) -> object:
+    # `source: hotline` is read as `source: [hotline]`.
+    return [value] if isinstance(value, str) else value
 
 
-class RoutingRule(FrozenModel):
+def _hour_span(value: str) -> str:
+    minute_ranges(value)
+    return value
+
+
+def _timezone(value: str) -> str:
+    zone(value)
+    return value
+
+
+def _grid_node_code(value: str) -> str:
+    if len(value) not in CODE_LENGTHS.values() or not (value.isascii() and value.isdigit()):
+        raise ValueError(f"grid must be a grid node code of 6, 9, 12 or 15 digits, got {value!r}")
+    return value
+
+
+OneOrMany = BeforeValidator(_one_or_many)
+HourSpan = Annotated[str, AfterValidator(_hour_span)]
+GridNodeCode = Annotated[str, AfterValidator(_grid_node_code)]
+
+
+class TimeWindowSpec(FrozenModel):
+    """A named window of `time_windows`: every condition given must hold."""
+
+    weekdays: Annotated[tuple[Weekday, ...], NonEmpty] | None = None
+    hours: Annotated[tuple[HourSpan, ...], NonEmpty] | None = None  # "08:30-12:00", local time
+    holidays: StrictBool | None = None  # true: rest days only; false: working days only
+    timezone: Annotated[str, AfterValidator(_timezone)] = CITY_TIMEZONE
+
+    @model_validator(mode="after")
+    def _says_something(self) -> "TimeWindowSpec":
+        if self.weekdays is None and self.hours is None and self.holidays is None:
+            raise ValueError("a time window needs weekdays, hours or holidays")
+        return self
+
+
+class CategoryMatchSpec(FrozenModel):
+    """`category: city.garbage` (that category) or `category: {prefix: "city."}`."""
+
+    code: CategoryCode | None = None
+    prefix: CategoryPrefix | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _code_alone(cls, value: object) -> object:
+        return {"code": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_of_them(self) -> "CategoryMatchSpec":
+        if (self.code is None) == (self.prefix is None):
+            raise ValueError("category is a category code or {prefix: ...}, not both")
+        return self
+
+
+class MatchSpec(FrozenModel):
+    """What a case must have for a route to match: every field given must hold."""
+
+    category: CategoryMatchSpec | None = None
+    grid: GridNodeCode | None = None  # this grid node and everything under it
+    source: Annotated[tuple[Source, ...], OneOrMany, NonEmpty] | None = None
+    urgency: Annotated[tuple[Urgency, ...], OneOrMany, NonEmpty] | None = None
+    keywords: Annotated[tuple[RouteKeyword, ...], OneOrMany, NonEmpty] | None = None  # any
+    time: Annotated[tuple[WindowName, ...], OneOrMany, NonEmpty] | None = None  # any window
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "MatchSpec":
+        if all(getattr(self, name) is None for name in type(self).model_fields):
+            raise ValueError("match is empty; leave it out to match every case")
+        return self
+
+
+class RouteSpec(FrozenModel):
+    """A node of the routing tree (the root has neither `match` nor `continue`)."""
+
     id: Slug
-    match: RuleMatch
-    department: str  # a Department.short_code
-
-    @property
-    def category_prefix(self) -> str:
-        return self.match.category_prefix
+    match: MatchSpec | None = None  # None: every case
+    department: ShortCode | None = None  # the primary department (主办)
+    co_handling: tuple[ShortCode, ...] = ()  # 协办
+    notify: tuple[ShortCode, ...] = ()  # informed only
+    continue_: StrictBool = Field(default=False, alias="continue")
+    routes: tuple["RouteSpec", ...] = ()
 
 
 class RoutingFile(FrozenModel):
+    """Schema of routing.yaml: named time windows and the routing tree under `route`."""
+
     version: PositiveInt
-    rules: tuple[RoutingRule, ...]
+    time_windows: dict[WindowName, TimeWindowSpec] = Field(default_factory=dict)
+    route: RouteSpec
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """A compiled `match`: plain values and sets, so matching a case is a few comparisons."""
+
+    category: str | None = None
+    category_prefix: str | None = None
+    grid: str | None = None
+    sources: frozenset[str] | None = None
+    urgencies: frozenset[str] | None = None
+    keywords: tuple[str, ...] = ()  # casefolded
+    windows: tuple[TimeWindow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    id: str
+    match: RouteMatch | None  # None: every case
+    department: str | None
+    co_handling: tuple[str, ...]
+    notify: tuple[str, ...]
+    continues: bool  # `continue: true`: later siblings are evaluated too
+    routes: tuple["Route", ...]
 
 
 @dataclass(frozen=True)
-class RoutingTable:
-    rules: tuple[RoutingRule, ...]
-    version: str  # "v<declared>-<sha256 of the file, 12 hex>": any edit changes it
+class RoutingTree:
+    """The validated routing tree; `version` is "v<declared>-<sha256 of the file, 12 hex>"."""
+
+    root: Route
+    version: str
+    time_windows: Mapping[str, TimeWindow]
+
+    def walk(self) -> Iterator[tuple[int, Route]]:
+        """Every route with its depth (root 0), parents before children, in file order."""
+        stack = [(0, self.root)]
+        while stack:
+            depth, node = stack.pop()
+            yield depth, node
+            stack.extend((depth + 1, child) for child in reversed(node.routes))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.walk())
+
+    def get(self, route_id: str) -> Route | None:
+        return next((node for _, node in self.walk() if node.id == route_id), None)
 
 
 # --- unit-grid polygons (GeoJSON, RFC 7946) -----------------------------------------------------
@@ -542,7 +670,7 @@ class ReferenceData:
     grid: GridTree
     departments: Mapping[str, Department]  # by short_code
     categories: Mapping[str, Category]  # by code
-    routing: RoutingTable
+    routing: RoutingTree
     grid_map: GridMap = field(default_factory=GridMap)  # unit-grid polygons; locate(lat, lon)
     service_items: Mapping[str, ServiceItem] = field(default_factory=_no_service_items)  # by code
     open311: Open311Config = field(default_factory=_no_open311)

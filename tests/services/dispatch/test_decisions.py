@@ -17,10 +17,10 @@ from libs.common.events import (
     Transition,
 )
 from libs.common.ids import new_case_id
-from libs.common.refdata import ReferenceData, load_reference_data
+from libs.common.refdata import ReferenceData, WeekdayCalendar, load_reference_data
 from services.dispatch.delivery import Outcome, classify, next_attempt_at, webhook_body
 from services.dispatch.lifecycle import NO_RULE_MATCHED, TransitionRefusedError, admit, assign
-from services.dispatch.routing import route
+from services.dispatch.routing import RoutingDecision, route
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 CONFIG = Path(__file__).resolve().parents[3] / "config"
@@ -45,20 +45,24 @@ def make_case(category: str = "city.garbage", **reporter: str) -> CaseSubmitted:
     )
 
 
+def decide(case: CaseSubmitted, refdata: ReferenceData) -> RoutingDecision:
+    return route(case, refdata.routing, now=NOW, calendar=WeekdayCalendar(), grid=refdata.grid)
+
+
 def test_first_matching_rule_wins_and_is_recorded(refdata: ReferenceData) -> None:
-    decision = route(make_case("city.garbage"), refdata.routing)
+    decision = decide(make_case("city.garbage"), refdata)
     assert decision.department == "chengguan"
     assert decision.rule_id is not None
     assert decision.ruleset_version == refdata.routing.version
-    fire = route(make_case("safety.fire"), refdata.routing)
-    hazard = route(make_case("safety.hazard"), refdata.routing)
+    fire = decide(make_case("safety.fire"), refdata)
+    hazard = decide(make_case("safety.hazard"), refdata)
     assert fire.department == "xiaofang"
     assert hazard.department == "yingji"
 
 
 def test_no_rule_means_triage(refdata: ReferenceData) -> None:
     case = make_case("other.general")
-    decision = route(case, refdata.routing)
+    decision = decide(case, refdata)
     assert decision.department is None and decision.rule_id is None
     admission = admit(case, decision, now=NOW)
     assert admission.state is CaseState.TRIAGE
@@ -70,7 +74,7 @@ def test_no_rule_means_triage(refdata: ReferenceData) -> None:
 
 def test_routed_case_waits_for_delivery_then_is_assigned(refdata: ReferenceData) -> None:
     case = make_case()
-    decision = route(case, refdata.routing)
+    decision = decide(case, refdata)
     admission = admit(case, decision, now=NOW)
     assert admission.state is CaseState.REPORTED
     assert admission.deliver_to == "chengguan"

@@ -101,20 +101,43 @@ def make_categories(*codes: str, forms: Mapping[str, str] | None = None) -> str:
     return "categories:\n" + "\n".join(entries) + "\n"
 
 
-def make_rule(
-    rule_id: str = "city-to-chengguan", prefix: str = "city.", department: str = "chengguan"
+def make_route(
+    route_id: str = "city-to-chengguan",
+    *lines: str,
+    match: str | None = '{category: {prefix: "city."}}',
+    department: str | None = "chengguan",
+    routes: Sequence[str] = (),
 ) -> str:
-    return "\n".join(
-        [
-            f"  - id: {rule_id}",
-            f'    match: {{category_prefix: "{prefix}"}}',
-            f"    department: {department}",
-        ]
+    """One entry of the root's `routes:`; `lines` are more fields ("continue: true"), `routes`
+    its children (made by this function too)."""
+    fields = [f"id: {route_id}"]
+    if match is not None:
+        fields.append(f"match: {match}")
+    if department is not None:
+        fields.append(f"department: {department}")
+    fields += lines
+    text = ["    - " + fields[0], *("      " + field for field in fields[1:])]
+    if routes:
+        text.append("      routes:")
+        text += ["    " + line for child in routes for line in child.splitlines()]
+    return "\n".join(text)
+
+
+WINDOWS = """time_windows:
+  office_hours: {weekdays: [mon, tue, wed, thu, fri], hours: ["08:30-12:00", "14:00-17:30"]}
+  nights: {hours: ["20:00-08:00"], timezone: Asia/Shanghai}
+  rest_days: {holidays: true}
+"""
+
+
+def make_routing(*routes: str, windows: str = "", version: int = 1, root: str = "") -> str:
+    """A routing file: `version`, then `windows` (the `time_windows:` block), then the root
+    route (`root` adds lines to it, each indented two spaces) with `routes`."""
+    return (
+        f"version: {version}\n{windows}route:\n  id: root\n{root}  routes:\n"
+        + "\n".join(routes or [make_route()])
+        + "\n"
     )
-
-
-def make_routing(*rules: str) -> str:
-    return "version: 1\nrules:\n" + "\n".join(rules or [make_rule()]) + "\n"
 
 
 # --- grid_polygons.geojson: one feature per line, feature i on line i + 2 -----------------------

@@ -21,8 +21,8 @@ from tests.libs.common.refdata.factories import (
     make_feature,
     make_grid,
     make_polygons,
+    make_route,
     make_routing,
-    make_rule,
     make_town,
     make_village,
     only_issue,
@@ -117,28 +117,26 @@ def test_duplicate_yaml_key(tmp_path: Path) -> None:
     assert issue.reason == "duplicate key 'name' (first at line 3)"
 
 
-def test_unknown_department_in_a_rule(tmp_path: Path) -> None:
-    routing = make_routing(make_rule(department="nobody"))
+def test_unknown_department_in_a_route(tmp_path: Path) -> None:
+    routing = make_routing(make_route(department="nobody"))
 
     issue = only_issue(write_config(tmp_path, routing=routing))
 
     assert issue.file == str(tmp_path / "routing.yaml")
     assert issue.line == line_with(routing, "department: nobody")
-    assert (
-        issue.reason
-        == "rules[0].department: unknown department 'nobody'; known short codes: chengguan"
+    assert issue.reason == (
+        "route.routes[0].department: unknown department 'nobody'; known short codes: chengguan"
     )
 
 
 def test_prefix_matching_no_category(tmp_path: Path) -> None:
-    routing = make_routing(make_rule(prefix="safety."))
+    routing = make_routing(make_route(match='{category: {prefix: "safety."}}'))
 
     issue = only_issue(write_config(tmp_path, routing=routing))
 
     assert issue.line == line_with(routing, "safety.")
-    assert (
-        issue.reason
-        == "rules[0].match.category_prefix: category_prefix 'safety.' matches no category"
+    assert issue.reason == (
+        "route.routes[0].match.category.prefix: category prefix 'safety.' matches no category"
     )
 
 
@@ -230,7 +228,10 @@ def test_yaml_syntax_error_has_the_parsers_line(tmp_path: Path) -> None:
 def test_every_issue_in_every_file_is_reported(tmp_path: Path) -> None:
     grid = make_grid(make_town("43028100", make_village()), make_town("430281002"))
     categories = make_categories("city.garbage", "city.garbage")
-    routing = make_routing(make_rule(department="nobody"), make_rule("power", prefix="power."))
+    routing = make_routing(
+        make_route(department="nobody"),
+        make_route("power", match='{category: {prefix: "power."}}'),
+    )
 
     issues = issues_of(write_config(tmp_path, grid=grid, categories=categories, routing=routing))
 
@@ -246,7 +247,7 @@ def test_check_reports_each_issue_on_stderr(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     grid = make_grid(make_town("43028100", make_village()))
-    write_config(tmp_path, grid=grid, routing=make_routing(make_rule(department="nobody")))
+    write_config(tmp_path, grid=grid, routing=make_routing(make_route(department="nobody")))
 
     status = check.main(["--config", str(tmp_path)])
 
@@ -255,7 +256,7 @@ def test_check_reports_each_issue_on_stderr(
     assert err.splitlines() == [
         f"{tmp_path / 'grid.yaml'}:{line_with(grid, '43028100')}: towns[0].code: town code must"
         " be 9 digits, got '43028100' (8 characters)",
-        f"{tmp_path / 'routing.yaml'}:5: rules[0].department: unknown department 'nobody';"
+        f"{tmp_path / 'routing.yaml'}:7: route.routes[0].department: unknown department 'nobody';"
         " known short codes: chengguan",
     ]
 

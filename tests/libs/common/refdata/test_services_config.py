@@ -11,8 +11,6 @@ from tests.libs.common.refdata.factories import (
     make_client,
     make_open311,
     make_open311_service,
-    make_routing,
-    make_rule,
     make_service_item,
     make_service_items,
     only_issue,
@@ -211,17 +209,4 @@ def test_a_key_field_is_refused_as_unknown(tmp_path: Path) -> None:
     assert (issue.line, issue.reason) == (
         line_with(open311, "key:"),
         "clients[0].key: unknown field",
-    )
-
-
-def test_a_rule_shadowed_by_an_earlier_broader_prefix_is_refused(tmp_path: Path) -> None:
-    routing = make_routing(make_rule(), make_rule("garbage", prefix="city.garbage"))
-
-    issue = only_issue(write_config(tmp_path, routing=routing))
-
-    assert issue == ConfigIssue(
-        in_file(tmp_path, "routing.yaml"),
-        line_with(routing, '"city.garbage"'),
-        "rules[1].match.category_prefix: rule never applies: rules[0] before it take every"
-        " category it matches (first match wins); list the more specific prefix first",
     )

@@ -14,7 +14,6 @@ from libs.common.refdata.models import (
     CategoryForm,
     GridLevel,
     ReferenceData,
-    RoutingRule,
     uscc_check_char,
 )
 
@@ -80,29 +79,16 @@ def test_departments_by_short_code_and_by_credit_code(shipped: ReferenceData) ->
     assert chengguan.receiver.secret_env == "GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN"
 
 
-def test_every_category_group_but_other_is_routed(shipped: ReferenceData) -> None:
-    prefixes = [rule.category_prefix for rule in shipped.routing.rules]
-    unrouted = [c for c in shipped.categories if not any(c.startswith(p) for p in prefixes)]
+def test_every_category_group_but_other_has_a_department(shipped: ReferenceData) -> None:
+    # The department each category gets is asserted in tests/services/dispatch/test_routing.py.
+    matches = [node.match for _, node in shipped.routing.walk() if node.department and node.match]
+    prefixes = [m.category_prefix or m.category for m in matches if m.category_prefix or m.category]
+    unrouted = [c for c in shipped.categories if not any(c.startswith(p or "") for p in prefixes)]
 
     assert unrouted == ["other.general"]
-    assert shipped.routing.version.startswith("v2-")
-
-
-def first_rule(shipped: ReferenceData, category: str) -> RoutingRule:
-    return next(r for r in shipped.routing.rules if category.startswith(r.category_prefix))
-
-
-def test_proxy_services_route_by_matter(shipped: ReferenceData) -> None:
-    departments = {
-        code: first_rule(shipped, code).department
-        for code, category in shipped.categories.items()
-        if category.form is CategoryForm.SERVICE
-    }
-
-    assert departments["service.household"] == "gongan"
-    assert departments["service.family_planning"] == "weijian"
-    assert departments["service.civil_affairs"] == departments["service.other"] == "minzheng"
-    assert len(departments) == 9
+    assert shipped.routing.version.startswith("v3-")
+    assert shipped.routing.root.department is None, "no match means triage"
+    assert set(shipped.routing.time_windows) == {"office_hours", "nights", "rest_days"}
 
 
 def test_category_forms(shipped: ReferenceData) -> None:
@@ -144,7 +130,7 @@ def test_check_accepts_the_shipped_config(capsys: pytest.CaptureFixture[str]) ->
     version = load_reference_data(CONFIG).routing.version
     assert out == (
         "OK: 24 towns, 271 villages, 820 unit grids, 820 grid polygons, 8 departments,"
-        f" 26 categories, 11 routing rules (version {version}), 28 service items,"
+        f" 26 categories, 16 routes (version {version}), 28 service items,"
         " 2 Open311 clients, 8 Open311 services\n"
     )
 
