@@ -63,6 +63,7 @@ def dev_secrets(path: Path, refdata: ReferenceData, environ: Mapping[str, str]) 
     wanted: dict[str, Callable[[], str]] = {
         "GRIDFLOW_WORKER_JWT_SECRET": lambda: secrets.token_urlsafe(48),
         "GRIDFLOW_METRICS_TOKEN": lambda: secrets.token_urlsafe(24),
+        "GRIDFLOW_API_JWT_SECRET": lambda: secrets.token_urlsafe(48),
     }
     for department in refdata.departments.values():
         wanted[department.receiver.secret_env] = _webhook_secret

@@ -14,6 +14,7 @@ from services.dispatch.settings import DispatchSettings
 from services.intake.settings import IntakeSettings
 
 WORKER_SECRET = "test-worker-secret-0123456789abcdef"  # a test key, ≥ 32 bytes
+DISPATCH_SECRET = "test-dispatch-secret-0123456789abcdef"  # departments' and operators' tokens
 METRICS_TOKEN = "test-metrics-token"
 UNIT_GRID = "430281001001001"
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -60,6 +61,7 @@ def make_dispatch_settings(iso: Isolation, **overrides: Any) -> DispatchSettings
     values = {
         **iso.common("dispatch"),
         "consumer_group": f"{iso.token}-dispatch",
+        "api_jwt_secret": DISPATCH_SECRET,
         "delivery_base_delay_seconds": 0.05,
         "delivery_poll_seconds": 0.05,
         **overrides,
@@ -149,3 +151,21 @@ def make_open311_request(**overrides: str | None) -> dict[str, str]:
         else:
             request[name] = value
     return request
+
+
+def make_department_token(
+    department: str = "chengguan",
+    *,
+    scopes: list[str] | None = None,
+    role: str = "department",
+    secret: str = DISPATCH_SECRET,
+) -> str:
+    return mint_token(
+        secret=secret,
+        subject=department,
+        role=role,
+        scopes=["cases:read", "cases:write"] if scopes is None else scopes,
+        grids=[],
+        now=datetime.now(UTC),
+        ttl=timedelta(hours=1),
+    )

@@ -193,7 +193,11 @@ def documented_body(model: type[BaseModel], *headers: dict[str, Any]) -> dict[st
     }
 
 
-def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
+def install_openapi(
+    app: FastAPI,
+    models: Sequence[type[BaseModel]],
+    schemas: Mapping[str, dict[str, Any]] | None = None,
+) -> None:
     """Add the models that `documented_body` refers to, and the bearer scheme, to the OpenAPI."""
 
     def openapi() -> dict[str, Any]:
@@ -203,12 +207,13 @@ def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         components = schema.setdefault("components", {})
-        schemas = components.setdefault("schemas", {})
+        known = components.setdefault("schemas", {})
         for model in models:
             body = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, definition in body.pop("$defs", {}).items():
-                schemas.setdefault(name, definition)
-            schemas[model.__name__] = body
+                known.setdefault(name, definition)
+            known[model.__name__] = body
+        known.update(schemas or {})
         components.setdefault("securitySchemes", {})["bearer"] = {
             "type": "http",
             "scheme": "bearer",

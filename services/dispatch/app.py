@@ -11,12 +11,14 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
+from libs.common.auth import TokenVerifier
 from libs.common.clock import Clock, SystemClock
 from libs.common.kafka import ConsumerLoop
 from libs.common.refdata import ReferenceData
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_SUBMITTED
-from libs.common.web import install_error_handlers, install_platform_routes
+from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
+from services.dispatch import departments
 from services.dispatch.consumer import SubmittedCases
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.webhooks import Deliverer
@@ -96,6 +98,7 @@ def create_app(
         description="Routes every case to its department and follows it to closure.",
     )
     app.state.runtime = runtime
+    app.state.verifier = TokenVerifier(secret=settings.api_jwt_secret.get_secret_value())
     install_error_handlers(app)
     install_platform_routes(
         app,
@@ -103,4 +106,6 @@ def create_app(
         metrics_token=settings.metrics_token,
         readiness=runtime.ready,
     )
+    app.include_router(departments.router)
+    install_openapi(app, (), departments.command_schemas(departments.COMMAND_MODELS))
     return app

@@ -4,6 +4,7 @@ transaction, with its lifecycle events staged in the outbox of that same transac
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from libs.common.db import claim_event
@@ -15,7 +16,7 @@ from libs.common.refdata import WeekdayCalendar
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE
 from services.dispatch.delivery import DeliveryStatus, webhook_body
-from services.dispatch.lifecycle import admit
+from services.dispatch.lifecycle import admit, owning_node
 from services.dispatch.models import CaseHistoryRow, CaseRow, DeliveryRow
 from services.dispatch.routing import route
 
@@ -61,27 +62,15 @@ class SubmittedCases:
                     submitted=case.model_dump(mode="json", exclude_none=True),
                     created_at=now,
                     updated_at=now,
+                    owner_node=owning_node(case.location.unit_grid),
+                    co_handling=list(decision.co_handling),
                 )
             )
             for event in admission.events:
                 await record_transition(session, event=event, runtime=runtime)
             if admission.deliver_to is not None:
-                department = runtime.refdata.departments[admission.deliver_to]
-                delivery_id = "msg_" + new_event_id(now)
-                session.add(
-                    DeliveryRow(
-                        delivery_id=delivery_id,
-                        case_id=case.case_id,
-                        department=department.short_code,
-                        url=str(department.receiver.url),
-                        status=DeliveryStatus.PENDING.value,
-                        attempts=0,
-                        next_attempt_at=now,
-                        payload=webhook_body(
-                            case, delivery_id=delivery_id, department=department.short_code
-                        ),
-                        created_at=now,
-                    )
+                queue_delivery(
+                    session, runtime=runtime, case=case, department=admission.deliver_to, now=now
                 )
         self._on_commit()
 
@@ -109,5 +98,29 @@ async def record_transition(session: Any, *, event: CaseLifecycleEvent, runtime:
             department=event.department,
             reason=event.reason,
             event_id=envelope.id,
+            reason_code=event.reason_code,
+            note=event.note,
         )
     )
+
+
+def queue_delivery(
+    session: Any, *, runtime: Runtime, case: CaseSubmitted, department: str, now: datetime
+) -> str:
+    """A pending signed-webhook delivery of `case` to `department`; returns its webhook-id."""
+    receiver = runtime.refdata.departments[department].receiver
+    delivery_id = "msg_" + new_event_id(now)
+    session.add(
+        DeliveryRow(
+            delivery_id=delivery_id,
+            case_id=case.case_id,
+            department=department,
+            url=str(receiver.url),
+            status=DeliveryStatus.PENDING.value,
+            attempts=0,
+            next_attempt_at=now,
+            payload=webhook_body(case, delivery_id=delivery_id, department=department),
+            created_at=now,
+        )
+    )
+    return delivery_id

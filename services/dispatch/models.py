@@ -18,6 +18,23 @@ def _json(*, nullable: bool = False) -> Any:
     return Field(sa_column=sa.Column(JSONB, nullable=nullable))
 
 
+def _json_list() -> Any:
+    return Field(default_factory=list, sa_column=sa.Column(JSONB, nullable=False))
+
+
+class CommandKeyRow(SQLModel, table=True):
+    """The first answer to a department's or operator's Idempotency-Key."""
+
+    __tablename__ = "command_keys"
+
+    scope: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    fingerprint: str
+    status: int
+    response: dict[str, Any] = _json()
+    created_at: datetime = _when()
+
+
 class CaseRow(SQLModel, table=True):
     __tablename__ = "cases"
 
@@ -33,6 +50,16 @@ class CaseRow(SQLModel, table=True):
     submitted: dict[str, Any] = _json()
     created_at: datetime = _when()
     updated_at: datetime = _when()
+    owner_node: str | None = None
+    co_handling: list[str] = _json_list()
+    returned_by: list[str] = _json_list()
+    return_count: int = 0
+    rework_count: int = 0
+    suspended: bool = False
+    extension_pending: bool = False
+    extension_requested_until: datetime | None = _when(nullable=True)
+    verified: bool = False
+    supervised: bool = False
 
 
 class CaseHistoryRow(SQLModel, table=True):
@@ -53,6 +80,8 @@ class CaseHistoryRow(SQLModel, table=True):
     department: str | None = None
     reason: str | None = None
     event_id: str
+    reason_code: str | None = None
+    note: str | None = None
 
 
 class DeliveryRow(SQLModel, table=True):

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
+from libs.common.auth import check_secret
 from libs.common.settings import ServiceSettings
 
 
@@ -11,6 +12,9 @@ class DispatchSettings(ServiceSettings):
     service_name: ClassVar[str] = "dispatch"
     default_port: ClassVar[int] = 8002
 
+    api_jwt_secret: SecretStr = Field(
+        description="HS256 key that departments' and operators' bearer tokens are signed with"
+    )
     consumer_group: str = Field(default="dispatch", description="Kafka consumer group of dispatch")
     delivery_max_attempts: int = Field(
         default=8, ge=1, le=100, description="webhook attempts before a delivery is dead-lettered"
@@ -30,3 +34,9 @@ class DispatchSettings(ServiceSettings):
     delivery_poll_seconds: float = Field(
         default=1.0, gt=0, description="how often due retries are looked for when idle"
     )
+
+    @field_validator("api_jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        check_secret(value.get_secret_value())
+        return value

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -19,6 +20,7 @@ from tests.harness import TopicWatcher, http_server, running
 @dataclass
 class DispatchStack:
     app: FastAPI
+    client: httpx.AsyncClient
     receiver: DepartmentReceiver
     publisher: Publisher
     lifecycle: TopicWatcher
@@ -38,7 +40,7 @@ async def dispatch_stack(isolation: Isolation, tmp_path: Path) -> AsyncIterator[
         publisher = Publisher(
             bootstrap_servers=isolation.kafka_bootstrap, names=names, source="tests"
         )
-        async with running(app):
+        async with running(app) as client:
             await publisher.start()
             lifecycle = TopicWatcher(
                 bootstrap=isolation.kafka_bootstrap,
@@ -54,6 +56,6 @@ async def dispatch_stack(isolation: Isolation, tmp_path: Path) -> AsyncIterator[
             )
             try:
                 async with lifecycle, deadletters:
-                    yield DispatchStack(app, receiver, publisher, lifecycle, deadletters)
+                    yield DispatchStack(app, client, receiver, publisher, lifecycle, deadletters)
             finally:
                 await publisher.stop()
