@@ -169,3 +169,21 @@ def make_department_token(
         now=datetime.now(UTC),
         ttl=timedelta(hours=1),
     )
+
+
+def make_operator_token(
+    grids: list[str],
+    *,
+    subject: str = "OP01",
+    scopes: list[str] | None = None,
+    secret: str = DISPATCH_SECRET,
+) -> str:
+    return mint_token(
+        secret=secret,
+        subject=subject,
+        role="operator",
+        scopes=["cases:read", "cases:manage"] if scopes is None else scopes,
+        grids=grids,
+        now=datetime.now(UTC),
+        ttl=timedelta(hours=1),
+    )

@@ -18,7 +18,7 @@ from libs.common.refdata import ReferenceData
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_SUBMITTED
 from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
-from services.dispatch import departments
+from services.dispatch import departments, operators
 from services.dispatch.consumer import SubmittedCases
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.webhooks import Deliverer
@@ -107,5 +107,7 @@ def create_app(
         readiness=runtime.ready,
     )
     app.include_router(departments.router)
-    install_openapi(app, (), departments.command_schemas(departments.COMMAND_MODELS))
+    app.include_router(operators.router)
+    commands = departments.COMMAND_MODELS + operators.COMMAND_MODELS
+    install_openapi(app, (), departments.command_schemas(commands))
     return app
