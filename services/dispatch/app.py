@@ -20,6 +20,7 @@ from libs.common.topics import CASES_SUBMITTED
 from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
 from services.dispatch import departments, operators
 from services.dispatch.consumer import SubmittedCases
+from services.dispatch.reload import RoutingReloader
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.webhooks import Deliverer
 
@@ -85,6 +86,13 @@ def create_app(
             )
             app.state.consumer = consumer
             runtime.spawn(consumer.run(), stop=consumer.stop, name="cases-submitted")
+            reloader = RoutingReloader(
+                runtime=runtime,
+                path=settings.config_dir / "routing.yaml",
+                interval=settings.routing_reload_seconds,
+            )
+            app.state.reloader = reloader
+            runtime.spawn(reloader.run(), stop=reloader.stop, name="routing-reload")
             runtime.add_check("consumer", consumer.joined.is_set)
             yield
         finally:

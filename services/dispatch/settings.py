@@ -15,6 +15,9 @@ class DispatchSettings(ServiceSettings):
     api_jwt_secret: SecretStr = Field(
         description="HS256 key that departments' and operators' bearer tokens are signed with"
     )
+    routing_reload_seconds: float = Field(
+        default=10.0, gt=0, description="how often routing.yaml is checked for a change"
+    )
     consumer_group: str = Field(default="dispatch", description="Kafka consumer group of dispatch")
     delivery_max_attempts: int = Field(
         default=8, ge=1, le=100, description="webhook attempts before a delivery is dead-lettered"
