@@ -20,6 +20,7 @@ from libs.common.topics import CASES_SUBMITTED
 from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
 from services.dispatch import departments, operators
 from services.dispatch.consumer import SubmittedCases
+from services.dispatch.gauges import CaseGauges
 from services.dispatch.reload import RoutingReloader
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.webhooks import Deliverer
@@ -93,6 +94,9 @@ def create_app(
             )
             app.state.reloader = reloader
             runtime.spawn(reloader.run(), stop=reloader.stop, name="routing-reload")
+            gauges = CaseGauges(runtime=runtime, interval=settings.gauges_seconds)
+            app.state.gauges = gauges
+            runtime.spawn(gauges.run(), stop=gauges.stop, name="case-gauges")
             runtime.add_check("consumer", consumer.joined.is_set)
             yield
         finally:

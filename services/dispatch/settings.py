@@ -15,6 +15,9 @@ class DispatchSettings(ServiceSettings):
     api_jwt_secret: SecretStr = Field(
         description="HS256 key that departments' and operators' bearer tokens are signed with"
     )
+    gauges_seconds: float = Field(
+        default=15.0, gt=0, description="how often the open-case gauges are read from the database"
+    )
     routing_reload_seconds: float = Field(
         default=10.0, gt=0, description="how often routing.yaml is checked for a change"
     )
