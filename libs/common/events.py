@@ -366,3 +366,34 @@ class DeadLetter(Contract):
     original_headers: dict[str, str]
     original_value: str = Field(description="the original value, base64-encoded")
     original_event_id: str | None = None
+
+
+class SlaStage(StrEnum):
+    SIGN = "sign"  # 签收
+    HANDLE = "handle"  # 办理/处置
+    VERIFY = "verify"  # 核查
+
+
+class SlaSignalKind(StrEnum):
+    WARNING = "warning"  # a warning point before the deadline (e.g. 50 %, 80 %)
+    BREACH = "breach"  # the deadline passed
+    ESCALATION = "escalation"  # a rung of the escalation ladder after the breach
+
+
+class SlaSignal(Contract):
+    """What the sla service says about a case's deadline; dispatch marks (督办) or escalates."""
+
+    case_id: CaseId
+    kind: SlaSignalKind
+    stage: SlaStage
+    due_at: Timestamp
+    at: Timestamp
+    case_version: Annotated[int, Field(ge=1, description="the case version the clock ran on")]
+    department: DepartmentCode | None = None
+    escalate_to: GridNodeCode | None = Field(
+        default=None, description="for an escalation: the grid node that takes the case"
+    )
+    policy: Annotated[str, Field(min_length=1, max_length=100, description="policy id@version")]
+    provisional: bool = Field(
+        default=False, description="counted on a working calendar not yet officially published"
+    )

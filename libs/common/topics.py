@@ -10,7 +10,13 @@ from pydantic import ValidationError
 
 from libs.common.contract import Contract
 from libs.common.envelope import Envelope, EnvelopeError
-from libs.common.events import CaseLifecycleEvent, CaseSubmitted, DeadLetter, VisitRecorded
+from libs.common.events import (
+    CaseLifecycleEvent,
+    CaseSubmitted,
+    DeadLetter,
+    SlaSignal,
+    VisitRecorded,
+)
 from libs.common.ids import new_event_id
 
 
@@ -54,6 +60,14 @@ VISITS_RECORDED = Topic(
     consumers=("sla",),
     events={"gridflow.visit.recorded": VisitRecorded},
 )
+SLA_SIGNALS = Topic(
+    name="sla.signals",
+    key="case_id",
+    description="Deadline warnings, breaches and escalation instructions for cases.",
+    producers=("sla",),
+    consumers=("dispatch",),
+    events={"gridflow.sla.signal": SlaSignal},
+)
 DEADLETTER = Topic(
     name="deadletter",
     key="original record key, else <topic>/<partition>",
@@ -63,7 +77,13 @@ DEADLETTER = Topic(
     events={"gridflow.deadletter": DeadLetter},
 )
 
-CATALOGUE: tuple[Topic, ...] = (CASES_SUBMITTED, CASES_LIFECYCLE, VISITS_RECORDED, DEADLETTER)
+CATALOGUE: tuple[Topic, ...] = (
+    CASES_SUBMITTED,
+    CASES_LIFECYCLE,
+    VISITS_RECORDED,
+    SLA_SIGNALS,
+    DEADLETTER,
+)
 
 
 class PayloadError(ValueError):

@@ -16,13 +16,14 @@ from libs.common.clock import Clock, SystemClock
 from libs.common.kafka import ConsumerLoop
 from libs.common.refdata import ReferenceData
 from libs.common.runtime import Runtime
-from libs.common.topics import CASES_SUBMITTED
+from libs.common.topics import CASES_SUBMITTED, SLA_SIGNALS
 from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
 from services.dispatch import departments, operators
 from services.dispatch.consumer import SubmittedCases
 from services.dispatch.gauges import CaseGauges
 from services.dispatch.reload import RoutingReloader
 from services.dispatch.settings import DispatchSettings
+from services.dispatch.signals import SlaSignals
 from services.dispatch.webhooks import Deliverer
 
 VERSIONS = Path(__file__).parent / "migrations"
@@ -87,6 +88,21 @@ def create_app(
             )
             app.state.consumer = consumer
             runtime.spawn(consumer.run(), stop=consumer.stop, name="cases-submitted")
+            signals = ConsumerLoop(
+                settings=settings,
+                topic=SLA_SIGNALS,
+                group_id=f"{settings.consumer_group}-sla",
+                handler=SlaSignals(
+                    runtime=runtime, consumer="dispatch.sla", on_commit=after_commit
+                ),
+                publisher=runtime.publisher,
+                clock=runtime.clock,
+                metrics=runtime.consumer_metrics,
+                names=runtime.names,
+            )
+            app.state.signals = signals
+            runtime.spawn(signals.run(), stop=signals.stop, name="sla-signals")
+            runtime.add_check("sla_consumer", signals.joined.is_set)
             reloader = RoutingReloader(
                 runtime=runtime,
                 path=settings.config_dir / "routing.yaml",

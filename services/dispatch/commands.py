@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.db import claim_event
 from libs.common.events import CaseState, CaseSubmitted, RoutingSnapshot, Transition
 from libs.common.refdata import WeekdayCalendar
 from libs.common.runtime import Runtime
@@ -121,10 +122,18 @@ async def execute(
     key: CommandKey | None,
     visible: Callable[[CaseRow], bool],
     answer: Callable[[CaseRow], dict[str, Any]],
+    cause: tuple[str, str] | None = None,
 ) -> Answer:
-    """Apply `command`; raises CaseNotFoundError, KeyReusedError or the lifecycle's refusals."""
+    """Apply `command`; raises CaseNotFoundError, KeyReusedError or the lifecycle's refusals.
+
+    `cause` = (consumer, event id) when a Kafka record causes the command: claimed in the same
+    transaction, so a redelivered record changes nothing (the answer is then marked replayed)."""
     now = runtime.clock.now()
     async with runtime.sessions() as session, session.begin():
+        if cause is not None and not await claim_event(
+            session, consumer=cause[0], event_id=cause[1], now=now
+        ):
+            return Answer(200, {}, replayed=True)
         if key is not None:
             earlier = await _earlier_answer(session, key)
             if earlier is not None:

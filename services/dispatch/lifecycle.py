@@ -318,7 +318,7 @@ RULES: tuple[Rule, ...] = (
     _rule(Move.SIGN_FOR, ("department",), _S.ASSIGNED),
     _rule(Move.RETURN, ("department",), *_HELD),
     _rule(Move.REASSIGN, ("operator",), *_HELD),
-    _rule(Move.ESCALATE, ("operator",), _S.TRIAGE, *_HELD),
+    _rule(Move.ESCALATE, ("operator", "system"), _S.TRIAGE, *_HELD),  # system: sla's ladder
     _rule(Move.REQUEST_EXTENSION, ("department",), _S.ACCEPTED),
     _rule(Move.DECIDE_EXTENSION, ("operator",), _S.ACCEPTED),
     _rule(Move.SUSPEND, ("operator",), *_HELD),
@@ -328,7 +328,7 @@ RULES: tuple[Rule, ...] = (
     _rule(Move.VERIFY, ("operator",), _S.RESOLVED),
     _rule(Move.CLOSE, ("operator",), _S.RESOLVED),
     _rule(Move.REOPEN, ("operator",), _S.CLOSED),
-    _rule(Move.SUPERVISE, ("operator",), *_OPEN),
+    _rule(Move.SUPERVISE, ("operator", "system"), *_OPEN),  # system: sla's warnings, breaches
     _rule(Move.CANCEL, ("operator",), *_OPEN),
 )
 

@@ -94,6 +94,16 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "original_value": "e30=",
         "original_event_id": "E01JDQ7Y8XW2N3K4M5P6Q7R8S9T",
     },
+    "gridflow.sla.signal": {
+        "case_id": CASE_ID,
+        "kind": "breach",
+        "stage": "handle",
+        "due_at": "2025-03-03T17:30:00+08:00",
+        "at": "2025-03-03T17:30:01+08:00",
+        "case_version": 3,
+        "department": "chengguan",
+        "policy": "city.garbage/routine@v2-1a2b3c4d5e6f",
+    },
     "gridflow.visit.recorded": {
         "visit_id": "V01JDQ7Y8XW2N3K4M5P6Q7R8S9T",
         "resident_id": "KR-000117",

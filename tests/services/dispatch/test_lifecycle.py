@@ -84,6 +84,7 @@ EXPECTED: dict[tuple[Move, ActorKind], set[CaseState]] = {
     (Move.RETURN, "department"): {S.ASSIGNED, S.ACCEPTED},
     (Move.REASSIGN, "operator"): {S.ASSIGNED, S.ACCEPTED},
     (Move.ESCALATE, "operator"): {S.TRIAGE, S.ASSIGNED, S.ACCEPTED},
+    (Move.ESCALATE, "system"): {S.TRIAGE, S.ASSIGNED, S.ACCEPTED},
     (Move.REQUEST_EXTENSION, "department"): {S.ACCEPTED},
     (Move.DECIDE_EXTENSION, "operator"): {S.ACCEPTED},
     (Move.SUSPEND, "operator"): {S.ASSIGNED, S.ACCEPTED},
@@ -94,6 +95,7 @@ EXPECTED: dict[tuple[Move, ActorKind], set[CaseState]] = {
     (Move.CLOSE, "operator"): {S.RESOLVED},
     (Move.REOPEN, "operator"): {S.CLOSED},
     (Move.SUPERVISE, "operator"): OPEN_STATES,
+    (Move.SUPERVISE, "system"): OPEN_STATES,
     (Move.CANCEL, "operator"): OPEN_STATES,
 }
 EXPECTED_TRANSITION: dict[Move, T] = {
