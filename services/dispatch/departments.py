@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -224,36 +226,67 @@ async def run_command(
     return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
 
-def _command_route(path: str, model: type[Command], summary_text: str) -> None:
+@dataclass(frozen=True)
+class Caller:
+    """Who sends a command, as an API authenticates them."""
+
+    runtime: Runtime
+    actor: Actor
+    visible: Callable[[CaseRow], bool]
+    scope: str  # the Idempotency-Key's owner
+
+
+def add_command_route(
+    target: APIRouter,
+    path: str,
+    model: type[Command],
+    summary_text: str,
+    *,
+    caller: Callable[[Request], Caller],
+    prefix: str,
+) -> None:
+    """POST <prefix>/cases/{case_id}/<path>: one lifecycle command, its body `model` less actor."""
+
     async def endpoint(request: Request, case_id: str) -> JSONResponse:
-        runtime, department = _department(request, "cases:write")
+        who = caller(request)
         return await run_command(
             request,
             case_id,
             model,
-            runtime=runtime,
-            actor=Actor(kind="department", id=department),
-            visible=_holds(department),
-            scope=f"department:{department}",
+            runtime=who.runtime,
+            actor=who.actor,
+            visible=who.visible,
+            scope=who.scope,
         )
 
-    endpoint.__name__ = f"department_{path.replace('-', '_')}"
-    router.add_api_route(
+    endpoint.__name__ = f"{prefix}_{path.replace('-', '_')}"
+    body = {"$ref": f"#/components/schemas/{model.__name__}"}
+    target.add_api_route(
         f"/cases/{{case_id}}/{path}",
         endpoint,
         methods=["POST"],
         summary=summary_text,
         openapi_extra={
             **_SECURITY,
-            "requestBody": {
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
-                    }
-                }
-            },
+            "requestBody": {"content": {"application/json": {"schema": body}}},
         },
         responses={403: {}, 404: {}, 409: {}, 422: {}},
+    )
+
+
+def _department_caller(request: Request) -> Caller:
+    runtime, department = _department(request, "cases:write")
+    return Caller(
+        runtime,
+        Actor(kind="department", id=department),
+        _holds(department),
+        f"department:{department}",
+    )
+
+
+def _command_route(path: str, model: type[Command], summary_text: str) -> None:
+    add_command_route(
+        router, path, model, summary_text, caller=_department_caller, prefix="department"
     )
 
 

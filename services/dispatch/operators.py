@@ -22,10 +22,11 @@ from libs.common.runtime import Runtime
 from libs.common.web import ApiError, bearer_token
 from services.dispatch.departments import (
     MAX_PAGE,
+    Caller,
     _cursor,
     _next_cursor,
     _timeline_entry,
-    run_command,
+    add_command_route,
     summary,
 )
 from services.dispatch.lifecycle import (
@@ -154,37 +155,18 @@ async def case_detail(request: Request, case_id: str) -> JSONResponse:
     )
 
 
-def _command_route(path: str, model: type[Command], summary_text: str) -> None:
-    async def endpoint(request: Request, case_id: str) -> JSONResponse:
-        runtime, principal = _operator(request, "cases:manage")
-        return await run_command(
-            request,
-            case_id,
-            model,
-            runtime=runtime,
-            actor=Actor(kind="operator", id=principal.subject),
-            visible=_visible(runtime, _nodes(runtime, principal)),
-            scope=f"operator:{principal.subject}",
-        )
-
-    endpoint.__name__ = f"operator_{path.replace('-', '_')}"
-    router.add_api_route(
-        f"/cases/{{case_id}}/{path}",
-        endpoint,
-        methods=["POST"],
-        summary=summary_text,
-        openapi_extra={
-            **_SECURITY,
-            "requestBody": {
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
-                    }
-                }
-            },
-        },
-        responses={403: {}, 404: {}, 409: {}, 422: {}},
+def _operator_caller(request: Request) -> Caller:
+    runtime, principal = _operator(request, "cases:manage")
+    return Caller(
+        runtime,
+        Actor(kind="operator", id=principal.subject),
+        _visible(runtime, _nodes(runtime, principal)),
+        f"operator:{principal.subject}",
     )
+
+
+def _command_route(path: str, model: type[Command], summary_text: str) -> None:
+    add_command_route(router, path, model, summary_text, caller=_operator_caller, prefix="operator")
 
 
 _command_route("assign", Assign, "assign a case from triage to a department")
