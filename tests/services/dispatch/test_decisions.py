@@ -97,7 +97,7 @@ def test_routed_case_waits_for_delivery_then_is_assigned(refdata: ReferenceData)
 
 
 def test_assigning_a_case_in_triage_is_refused_naming_the_state() -> None:
-    with pytest.raises(TransitionRefusedError, match="state triage; allowed: supervise$"):
+    with pytest.raises(TransitionRefusedError, match=r"state triage; allowed: supervise$"):
         assign(
             case_id=new_case_id(NOW),
             state=CaseState.TRIAGE,
