@@ -60,6 +60,9 @@ class CaseRow(SQLModel, table=True):
     extension_requested_until: datetime | None = _when(nullable=True)
     verified: bool = False
     supervised: bool = False
+    lat: float | None = None  # WGS-84: the report's coordinates, else its unit grid's centre
+    lon: float | None = None
+    merged_into: str | None = None  # 并案: the case this one follows (indexed by the migration)
 
 
 class CaseHistoryRow(SQLModel, table=True):
