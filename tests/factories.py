@@ -64,6 +64,8 @@ def make_dispatch_settings(iso: Isolation, **overrides: Any) -> DispatchSettings
         "api_jwt_secret": DISPATCH_SECRET,
         "delivery_base_delay_seconds": 0.05,
         "delivery_poll_seconds": 0.05,
+        # most tests file several alike cases at one place; the duplicate tests turn merging on
+        "duplicate_distance_meters": 0,
         **overrides,
     }
     return DispatchSettings.model_validate(values)

@@ -251,6 +251,8 @@ class Transition(StrEnum):
     REOPENED = "reopened"
     SUPERVISED = "supervised"
     CANCELLED = "cancelled"
+    MERGED = "merged"
+    SPLIT = "split"
 
 
 class RoutingSnapshot(Contract):
@@ -348,6 +350,11 @@ class CaseLifecycleEvent(Contract):
     )
     attachments: Annotated[tuple[AttachmentRef, ...], Field(max_length=20)] = Field(
         default=(), description="files of the result (resolved)"
+    )
+    merged_into: CaseId | None = Field(
+        default=None,
+        description="the case this one is merged into (并案): set on `merged` and on every move "
+        "of that case this one follows; its reporter and origin system get them as this case's",
     )
 
 

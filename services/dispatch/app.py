@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ from libs.common.topics import CASES_SUBMITTED, SLA_SIGNALS
 from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
 from services.dispatch import departments, operators
 from services.dispatch.consumer import SubmittedCases
+from services.dispatch.duplicates import DuplicatePolicy
 from services.dispatch.gauges import CaseGauges
 from services.dispatch.reload import RoutingReloader
 from services.dispatch.settings import DispatchSettings
@@ -79,7 +81,13 @@ def create_app(
                 topic=CASES_SUBMITTED,
                 group_id=settings.consumer_group,
                 handler=SubmittedCases(
-                    runtime=runtime, consumer="dispatch.submitted", on_commit=after_commit
+                    runtime=runtime,
+                    consumer="dispatch.submitted",
+                    on_commit=after_commit,
+                    duplicates=DuplicatePolicy(
+                        distance_meters=settings.duplicate_distance_meters,
+                        window=timedelta(hours=settings.duplicate_window_hours),
+                    ),
                 ),
                 publisher=runtime.publisher,
                 clock=runtime.clock,

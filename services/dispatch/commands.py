@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import claim_event
-from libs.common.events import CaseState, CaseSubmitted, RoutingSnapshot, Transition
+from libs.common.events import CaseSubmitted, RoutingSnapshot, Transition
 from libs.common.refdata import WeekdayCalendar
 from libs.common.runtime import Runtime
-from services.dispatch.consumer import queue_delivery, record_transition
+from services.dispatch.consumer import queue_delivery, record_transition, store_view, view_of
 from services.dispatch.lifecycle import CaseView, Command, LifecyclePolicy, Rerouted, transition
 from services.dispatch.models import CaseRow, CommandKeyRow
 from services.dispatch.routing import route
@@ -53,44 +53,6 @@ class Answer:
 def fingerprint(case_id: str, command: Command) -> str:
     text = f"{case_id}\n{command.move}\n{command.model_dump_json(exclude={'actor'})}"
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def view_of(row: CaseRow) -> CaseView:
-    return CaseView(
-        case_id=row.case_id,
-        version=row.version,
-        state=CaseState(row.state),
-        category=row.category,
-        unit_grid=row.unit_grid,
-        owner_node=row.owner_node,
-        department=row.department,
-        co_handling=frozenset(row.co_handling),
-        returned_by=frozenset(row.returned_by),
-        return_count=row.return_count,
-        rework_count=row.rework_count,
-        suspended=row.suspended,
-        extension_pending=row.extension_pending,
-        extension_requested_until=row.extension_requested_until,
-        verified=row.verified,
-        supervised=row.supervised,
-    )
-
-
-def _store(row: CaseRow, view: CaseView, now: datetime) -> None:
-    row.version = view.version
-    row.state = view.state.value
-    row.owner_node = view.owner_node
-    row.department = view.department
-    row.co_handling = sorted(view.co_handling)
-    row.returned_by = sorted(view.returned_by)
-    row.return_count = view.return_count
-    row.rework_count = view.rework_count
-    row.suspended = view.suspended
-    row.extension_pending = view.extension_pending
-    row.extension_requested_until = view.extension_requested_until
-    row.verified = view.verified
-    row.supervised = view.supervised
-    row.updated_at = now
 
 
 def policy_for(runtime: Runtime, row: CaseRow, now: datetime) -> LifecyclePolicy:
@@ -142,7 +104,7 @@ async def execute(
         if row is None or not visible(row):
             raise CaseNotFoundError(case_id)
         outcome = transition(view_of(row), command, now=now, policy=policy_for(runtime, row, now))
-        _store(row, outcome.view, now)
+        store_view(row, outcome.view, now)
         for event in outcome.events:
             await record_transition(session, event=event, runtime=runtime)
         # a case that lands at a department (re-routed, reassigned, reopened, assigned from

@@ -1,5 +1,6 @@
-"""dispatch's Kafka shell: a submitted case is stored, routed and queued for delivery in one
-transaction, with its lifecycle events staged in the outbox of that same transaction."""
+"""dispatch's Kafka shell: a submitted case is stored, routed and queued for delivery — or merged
+into the open case it duplicates (并案) — in one transaction, with its lifecycle events staged in
+the outbox of that same transaction."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
+from prometheus_client import Counter
+
 from libs.common.db import claim_event
-from libs.common.events import CaseLifecycleEvent, CaseSubmitted
+from libs.common.events import CaseLifecycleEvent, CaseState, CaseSubmitted
 from libs.common.ids import new_event_id
 from libs.common.kafka import Delivery
 from libs.common.outbox import stage
@@ -16,18 +20,54 @@ from libs.common.refdata import WeekdayCalendar
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE
 from services.dispatch.delivery import DeliveryStatus, webhook_body
-from services.dispatch.lifecycle import admit, owning_node
+from services.dispatch.duplicates import (
+    Candidate,
+    DuplicatePolicy,
+    box,
+    mergeable,
+    nearest,
+    position,
+)
+from services.dispatch.lifecycle import CaseView, admit, follow, merge, owning_node
 from services.dispatch.models import CaseHistoryRow, CaseRow, DeliveryRow
 from services.dispatch.routing import route
+
+_C = CaseRow.__table__.c  # type: ignore[attr-defined]  # SQLModel leaves __table__ untyped
+_CLOSED = ("closed", "cancelled")
+
+
+class RoutingMetrics:
+    def __init__(self, runtime: Runtime) -> None:
+        self.decisions = Counter(
+            "gridflow_routing_decisions_total",
+            "Routing decisions for new cases by deciding rule (`triage`: no rule matched)",
+            ["rule"],
+            registry=runtime.registry,
+        )
+        self.merged = Counter(
+            "gridflow_cases_merged_total",
+            "New cases merged into an open case they duplicate (并案), by category",
+            ["category"],
+            registry=runtime.registry,
+        )
 
 
 class SubmittedCases:
     """Handler of `cases.submitted`; idempotent on the event id and on the case id."""
 
-    def __init__(self, *, runtime: Runtime, consumer: str, on_commit: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        consumer: str,
+        on_commit: Callable[[], None],
+        duplicates: DuplicatePolicy,
+    ) -> None:
         self._runtime = runtime
         self._consumer = consumer
         self._on_commit = on_commit
+        self._duplicates = duplicates
+        self._metrics = RoutingMetrics(runtime)
 
     async def __call__(self, delivery: Delivery) -> None:
         case = delivery.payload
@@ -47,27 +87,47 @@ class SubmittedCases:
                 calendar=WeekdayCalendar(),
                 grid=runtime.refdata.grid,
             )
-            admission = admit(case, decision, now=now)
+            at = position(case, runtime.refdata)
+            primary = None
+            if at is not None and self._duplicates.enabled and mergeable(case, runtime.refdata):
+                primary = await _open_case_near(
+                    session, case=case, at=at, now=now, policy=self._duplicates
+                )
+            if primary is not None:
+                admission = merge(case, decision, view_of(primary), now=now)
+                self._metrics.merged.labels(case.category.code).inc()
+            else:
+                admission = admit(case, decision, now=now)
+            view = admission.view
             session.add(
                 CaseRow(
                     case_id=case.case_id,
-                    version=admission.version,
-                    state=admission.state.value,
+                    version=view.version,
+                    state=view.state.value,
                     source=case.source.value,
                     category=case.category.code,
                     urgency=case.urgency.value,
                     unit_grid=case.location.unit_grid,
-                    department=admission.deliver_to,
+                    department=view.department or admission.deliver_to,
                     routing=decision.snapshot().model_dump(mode="json"),
                     submitted=case.model_dump(mode="json", exclude_none=True),
                     created_at=now,
                     updated_at=now,
                     owner_node=owning_node(case.location.unit_grid),
-                    co_handling=list(decision.co_handling),
+                    co_handling=sorted(view.co_handling or decision.co_handling),
+                    suspended=view.suspended,
+                    extension_pending=view.extension_pending,
+                    extension_requested_until=view.extension_requested_until,
+                    verified=view.verified,
+                    supervised=view.supervised,
+                    lat=at[0] if at else None,
+                    lon=at[1] if at else None,
+                    merged_into=view.merged_into,
                 )
             )
+            self._metrics.decisions.labels(decision.rule_id or "triage").inc()
             for event in admission.events:
-                await record_transition(session, event=event, runtime=runtime)
+                await record_transition(session, event=event, runtime=runtime, followers=False)
             if admission.deliver_to is not None:
                 queue_delivery(
                     session, runtime=runtime, case=case, department=admission.deliver_to, now=now
@@ -75,8 +135,83 @@ class SubmittedCases:
         self._on_commit()
 
 
-async def record_transition(session: Any, *, event: CaseLifecycleEvent, runtime: Runtime) -> None:
-    """One audit row and one staged `cases.lifecycle` event per transition."""
+async def _open_case_near(
+    session: Any,
+    *,
+    case: CaseSubmitted,
+    at: tuple[float, float],
+    now: datetime,
+    policy: DuplicatePolicy,
+) -> CaseRow | None:
+    """The open, unmerged case of the same category nearest to `at` within the policy's distance
+    and window, locked so its state cannot move while this one is merged into it."""
+    area = box(at, policy.distance_meters)
+    rows = (
+        await session.execute(
+            sa.select(_C.case_id, _C.lat, _C.lon).where(
+                _C.category == case.category.code,
+                _C.created_at >= now - policy.window,
+                _C.merged_into.is_(None),
+                _C.state.not_in(_CLOSED),
+                _C.lat.between(area.min_lat, area.max_lat),
+                _C.lon.between(area.min_lon, area.max_lon),
+            )
+        )
+    ).all()
+    found = nearest(at, (Candidate(r.case_id, r.lat, r.lon) for r in rows), policy.distance_meters)
+    if found is None:
+        return None
+    row: CaseRow | None = await session.get(CaseRow, found.case_id, with_for_update=True)
+    if row is None or row.merged_into is not None or row.state in _CLOSED:
+        return None  # it moved on between the search and the lock: dispatch the case normally
+    return row
+
+
+def view_of(row: CaseRow) -> CaseView:
+    return CaseView(
+        case_id=row.case_id,
+        version=row.version,
+        state=CaseState(row.state),
+        category=row.category,
+        unit_grid=row.unit_grid,
+        owner_node=row.owner_node,
+        department=row.department,
+        co_handling=frozenset(row.co_handling),
+        returned_by=frozenset(row.returned_by),
+        return_count=row.return_count,
+        rework_count=row.rework_count,
+        suspended=row.suspended,
+        extension_pending=row.extension_pending,
+        extension_requested_until=row.extension_requested_until,
+        verified=row.verified,
+        supervised=row.supervised,
+        merged_into=row.merged_into,
+    )
+
+
+def store_view(row: CaseRow, view: CaseView, now: datetime) -> None:
+    row.version = view.version
+    row.state = view.state.value
+    row.owner_node = view.owner_node
+    row.department = view.department
+    row.co_handling = sorted(view.co_handling)
+    row.returned_by = sorted(view.returned_by)
+    row.return_count = view.return_count
+    row.rework_count = view.rework_count
+    row.suspended = view.suspended
+    row.extension_pending = view.extension_pending
+    row.extension_requested_until = view.extension_requested_until
+    row.verified = view.verified
+    row.supervised = view.supervised
+    row.merged_into = view.merged_into
+    row.updated_at = now
+
+
+async def record_transition(
+    session: Any, *, event: CaseLifecycleEvent, runtime: Runtime, followers: bool = True
+) -> None:
+    """One audit row and one staged `cases.lifecycle` event per transition; the cases merged into
+    this one (并案) follow it with an echo each (`followers=False`: it can have none yet)."""
     envelope = await stage(
         session,
         topic=CASES_LIFECYCLE,
@@ -102,6 +237,26 @@ async def record_transition(session: Any, *, event: CaseLifecycleEvent, runtime:
             note=event.note,
         )
     )
+    if followers and event.merged_into is None:
+        await _echo_to_followers(session, event=event, runtime=runtime)
+
+
+async def _echo_to_followers(session: Any, *, event: CaseLifecycleEvent, runtime: Runtime) -> None:
+    merged = (
+        await session.scalars(
+            sa.select(CaseRow)
+            .where(_C.merged_into == event.case_id)
+            .order_by(_C.case_id)
+            .with_for_update()
+        )
+    ).all()
+    if not merged:
+        return
+    for row in merged:
+        outcome = follow(view_of(row), event)
+        store_view(row, outcome.view, event.at)
+        for echo in outcome.events:
+            await record_transition(session, event=echo, runtime=runtime, followers=False)
 
 
 def queue_delivery(

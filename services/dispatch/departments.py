@@ -62,7 +62,10 @@ def _department(request: Request, scope: str) -> tuple[Runtime, str]:
 
 
 def _holds(department: str) -> Any:
-    return lambda row: row.department == department or department in row.co_handling
+    # a merged duplicate (并案) is never delivered: the department handles its primary
+    return lambda row: (
+        row.merged_into is None and (row.department == department or department in row.co_handling)
+    )
 
 
 def summary(row: CaseRow, department: str | None = None) -> dict[str, Any]:
@@ -78,6 +81,7 @@ def summary(row: CaseRow, department: str | None = None) -> dict[str, Any]:
         "suspended": row.suspended,
         "extension_pending": row.extension_pending,
         "supervised": row.supervised,
+        "merged_into": row.merged_into,
         "updated_at": row.updated_at.isoformat(),
     }
     if department is not None:
@@ -113,9 +117,12 @@ async def inbox(
 ) -> JSONResponse:
     runtime, department = _department(request, "cases:read")
     after = _cursor(cursor)
-    mine = sa.or_(
-        CaseRow.department == department,  # type: ignore[arg-type]
-        CaseRow.co_handling.contains([department]),  # type: ignore[attr-defined]
+    mine = sa.and_(
+        sa.or_(
+            CaseRow.department == department,  # type: ignore[arg-type]
+            CaseRow.co_handling.contains([department]),  # type: ignore[attr-defined]
+        ),
+        CaseRow.merged_into.is_(None),  # type: ignore[union-attr]
     )
     query = sa.select(CaseRow).where(mine)
     if after is not None:

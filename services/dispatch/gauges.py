@@ -54,14 +54,14 @@ class CaseGauges:
             by_state = (
                 await session.execute(
                     sa.select(_C.state, _C.department, sa.func.count())
-                    .where(_C.state.in_(_OPEN))
+                    .where(_C.state.in_(_OPEN), _C.merged_into.is_(None))  # a duplicate is not work
                     .group_by(_C.state, _C.department)
                 )
             ).all()
             triage = (
                 await session.execute(
                     sa.select(_C.owner_node, sa.func.count())
-                    .where(_C.state == CaseState.TRIAGE.value)
+                    .where(_C.state == CaseState.TRIAGE.value, _C.merged_into.is_(None))
                     .group_by(_C.owner_node)
                 )
             ).all()

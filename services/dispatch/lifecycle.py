@@ -35,6 +35,11 @@ Choices beyond DESIGN.md:
   stays with its department under the parent level's watch.
 - No suspension while an extension request waits for a decision and no extension asked while
   suspended, so sla pauses a clock for one reason at a time.
+- A duplicate (并案: same category, near in place and time to an open case) is received and
+  merged into that case instead of being dispatched again: it takes the primary's state and
+  department and then follows each of its moves as an echo event of its own (`follow`), so its
+  reporter and origin system see the handling. While merged it takes no move of its own but
+  `split`, which sets it back to `reported` and routes it like a new case.
 - Free text entering through a command (reasons, notes, results) is refused when it carries a
   mobile or ID number: lifecycle events carry no personal information.
 """
@@ -92,6 +97,7 @@ class Move(StrEnum):
     REOPEN = "reopen"
     SUPERVISE = "supervise"
     CANCEL = "cancel"
+    SPLIT = "split"
 
 
 # --- the case as the machine sees it --------------------------------------------------------------
@@ -117,6 +123,7 @@ class CaseView:
     extension_requested_until: datetime | None = None  # what the pending request asks for
     verified: bool = False
     supervised: bool = False
+    merged_into: str | None = None  # 并案: the case this one follows
 
 
 @dataclass(frozen=True)
@@ -289,6 +296,13 @@ class Supervise(Command):
     note: Text
 
 
+class Split(Command):
+    """Undo a wrong merge (并案): the case leaves the one it followed and is routed on its own."""
+
+    move: ClassVar[Move] = Move.SPLIT
+    reason: Reason
+
+
 class Cancel(Command):
     move: ClassVar[Move] = Move.CANCEL
     reason: Reason
@@ -330,6 +344,7 @@ RULES: tuple[Rule, ...] = (
     _rule(Move.REOPEN, ("operator",), _S.CLOSED),
     _rule(Move.SUPERVISE, ("operator", "system"), *_OPEN),  # system: sla's warnings, breaches
     _rule(Move.CANCEL, ("operator",), *_OPEN),
+    _rule(Move.SPLIT, ("operator",), *_OPEN),
 )
 
 # Moves a department assisting the holding one (协办) may make on the case.
@@ -363,9 +378,20 @@ class Guard:
     holds: Callable[[CaseView], bool] = field(compare=False)
 
 
-_OPEN_WHILE_SUSPENDED = frozenset({Move.RESUME, Move.PROGRESS, Move.SUPERVISE, Move.CANCEL})
+_OPEN_WHILE_SUSPENDED = frozenset(
+    {Move.RESUME, Move.PROGRESS, Move.SUPERVISE, Move.CANCEL, Move.SPLIT}
+)
 
 GUARDS: tuple[Guard, ...] = (
+    # a merged case follows the one it is merged into: it is acted on through that case
+    Guard(
+        "the case is merged into another (并案): act on that case, or split this one",
+        frozenset(Move) - {Move.SPLIT},
+        lambda v: v.merged_into is not None,
+    ),
+    Guard(
+        "the case is not merged into another", frozenset({Move.SPLIT}), lambda v: not v.merged_into
+    ),
     Guard("the case is suspended", frozenset(Move) - _OPEN_WHILE_SUSPENDED, lambda v: v.suspended),
     Guard("the case is not suspended", frozenset({Move.RESUME}), lambda v: not v.suspended),
     Guard(
@@ -558,6 +584,8 @@ def _apply(  # noqa: PLR0911, PLR0912  # one branch per move reads best as one t
         case Cancel():
             after = replace(_without_extension(view), state=_S.CANCELLED, suspended=False)
             return _one(view, after, Transition.CANCELLED, actor, now, reason=command.reason)
+        case Split():
+            return _split(view, command, now=now, policy=policy)
     raise TypeError(f"unknown command {type(command).__name__}")
 
 
@@ -606,28 +634,42 @@ def _returned(
         after = replace(back, state=_S.TRIAGE, owner_node=policy.city_node)
         after, routed = _step(back, after, Transition.TRIAGED, SYSTEM, now, reason=reason)
         return Outcome(after, (returned, routed))
+    after, routed = _route_again(
+        back, now=now, policy=policy, no_one=NO_DEPARTMENT_LEFT, previous_department=returner
+    )
+    return Outcome(after, (returned, routed))
+
+
+def _route_again(
+    back: CaseView, *, now: datetime, policy: LifecyclePolicy, no_one: str, **details: Any
+) -> tuple[CaseView, CaseLifecycleEvent]:
+    """A `reported` case routed anew, passing over whoever returned it: assigned, or triage."""
     choice = policy.reroute(back, back.returned_by)
     if isinstance(choice, str):
         choice = Rerouted(choice)
     if choice is None:
         after = replace(back, state=_S.TRIAGE)
-        after, routed = _step(
-            back, after, Transition.TRIAGED, SYSTEM, now, reason=NO_DEPARTMENT_LEFT
-        )
-        return Outcome(after, (returned, routed))
+        return _step(back, after, Transition.TRIAGED, SYSTEM, now, reason=no_one)
     if choice.department in back.returned_by:
         raise ValueError(f"reroute chose {choice.department}, which returned the case")
     after = replace(back, state=_S.ASSIGNED, department=choice.department)
-    after, routed = _step(
-        back,
-        after,
-        Transition.ASSIGNED,
-        SYSTEM,
-        now,
-        routing=choice.routing,
-        previous_department=returner,
+    return _step(back, after, Transition.ASSIGNED, SYSTEM, now, routing=choice.routing, **details)
+
+
+def _split(view: CaseView, command: Split, *, now: datetime, policy: LifecyclePolicy) -> Outcome:
+    """The case stops following the one it was merged into and starts over on its own: back to
+    `reported` with nothing of the other case's handling, then routed like a new case."""
+    own = CaseView(
+        case_id=view.case_id,
+        version=view.version,
+        state=_S.REPORTED,
+        category=view.category,
+        unit_grid=view.unit_grid,
+        owner_node=view.owner_node,
     )
-    return Outcome(after, (returned, routed))
+    back, split = _step(view, own, Transition.SPLIT, command.actor, now, reason=command.reason)
+    after, routed = _route_again(back, now=now, policy=policy, no_one=NO_RULE_MATCHED)
+    return Outcome(after, (split, routed))
 
 
 def _extension_decided(view: CaseView, command: DecideExtension, *, now: datetime) -> Outcome:
@@ -723,6 +765,7 @@ class Admission:
     version: int
     events: tuple[CaseLifecycleEvent, ...]
     deliver_to: str | None
+    view: CaseView
 
 
 def admit(case: CaseSubmitted, decision: RoutingDecision, *, now: datetime) -> Admission:
@@ -737,7 +780,7 @@ def admit(case: CaseSubmitted, decision: RoutingDecision, *, now: datetime) -> A
     )
     received = _event(view, Transition.RECEIVED, None, SYSTEM, now, routing=decision.snapshot())
     if decision.department is not None:
-        return Admission(_S.REPORTED, 1, (received,), decision.department)
+        return Admission(_S.REPORTED, 1, (received,), decision.department, view)
     triage, triaged = _step(
         view,
         replace(view, state=_S.TRIAGE),
@@ -747,7 +790,99 @@ def admit(case: CaseSubmitted, decision: RoutingDecision, *, now: datetime) -> A
         routing=decision.snapshot(),
         reason=NO_RULE_MATCHED,
     )
-    return Admission(triage.state, triage.version, (received, triaged), None)
+    return Admission(triage.state, triage.version, (received, triaged), None, triage)
+
+
+def merge(
+    case: CaseSubmitted, decision: RoutingDecision, primary: CaseView, *, now: datetime
+) -> Admission:
+    """A new case that duplicates the open `primary` (并案) is received and merged into it: it
+    takes the primary's state and department and is not delivered again; from now on it
+    `follow`s every move of the primary, and only a split sets it free."""
+    if primary.merged_into is not None or primary.state in (_S.CLOSED, _S.CANCELLED):
+        raise ValueError(f"cannot merge into {primary.case_id}: it is not an open primary case")
+    view = CaseView(
+        case_id=case.case_id,
+        version=1,
+        state=_S.REPORTED,
+        category=case.category.code,
+        unit_grid=case.location.unit_grid,
+        owner_node=owning_node(case.location.unit_grid),
+    )
+    received = _event(view, Transition.RECEIVED, None, SYSTEM, now, routing=decision.snapshot())
+    after, merged = _step(
+        view,
+        _following(view, primary),
+        Transition.MERGED,
+        SYSTEM,
+        now,
+        reason=f"duplicate of {primary.case_id} (并案)",
+        merged_into=primary.case_id,
+    )
+    return Admission(after.state, after.version, (received, merged), None, after)
+
+
+def _following(view: CaseView, primary: CaseView) -> CaseView:
+    return replace(
+        view,
+        state=primary.state,
+        department=primary.department,
+        co_handling=primary.co_handling,
+        suspended=primary.suspended,
+        extension_pending=primary.extension_pending,
+        extension_requested_until=primary.extension_requested_until,
+        verified=primary.verified,
+        supervised=primary.supervised,
+        merged_into=primary.case_id,
+    )
+
+
+_UNVERIFIED_BY = frozenset({Transition.REWORK, Transition.REOPENED, Transition.RETURNED})
+
+
+def follow(view: CaseView, event: CaseLifecycleEvent) -> Outcome:
+    """A merged case's echo of one move of its primary: the same transition, actor, reason and
+    result, with this case's id, version and location, so its reporter and origin system see the
+    handling. Its standing after the move is the primary's, read from the event; its own return
+    and rework counters stay as they were (the primary's count once, on the primary)."""
+    if view.merged_into != event.case_id:
+        raise ValueError(f"{view.case_id} does not follow {event.case_id}")
+    verified = event.transition is Transition.VERIFIED or (
+        view.verified and event.transition not in _UNVERIFIED_BY
+    )
+    after = replace(
+        view,
+        version=view.version + 1,
+        state=event.to_state,
+        department=event.department,
+        co_handling=frozenset(event.co_handling),
+        suspended=event.suspended,
+        extension_pending=event.extension_pending,
+        extension_requested_until=(
+            (
+                event.extension_until
+                if event.transition is Transition.EXTENSION_REQUESTED
+                else view.extension_requested_until
+            )
+            if event.extension_pending
+            else None
+        ),
+        verified=verified,
+        supervised=event.supervised,
+    )
+    echo = event.model_copy(
+        update={
+            "case_id": view.case_id,
+            "version": after.version,
+            "from_state": view.state,
+            "unit_grid": view.unit_grid,
+            "owner_node": view.owner_node,
+            "return_count": view.return_count,
+            "rework_count": view.rework_count,
+            "merged_into": event.case_id,
+        }
+    )
+    return Outcome(after, (echo,))
 
 
 def assign(

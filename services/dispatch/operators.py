@@ -39,6 +39,7 @@ from services.dispatch.lifecycle import (
     Reassign,
     Reopen,
     Resume,
+    Split,
     Supervise,
     Suspend,
     Verify,
@@ -180,6 +181,7 @@ _command_route("close", Close, "close (结案) a verified case")
 _command_route("reopen", Reopen, "reopen a closed case (unsatisfied return visit: redo)")
 _command_route("supervise", Supervise, "flag the case for supervision (督办)")
 _command_route("cancel", Cancel, "cancel the case")
+_command_route("split", Split, "split a wrong merge (并案): the case is routed on its own")
 
 COMMAND_MODELS: tuple[type[Command], ...] = (
     Assign,
@@ -193,4 +195,5 @@ COMMAND_MODELS: tuple[type[Command], ...] = (
     Reopen,
     Supervise,
     Cancel,
+    Split,
 )

@@ -40,6 +40,19 @@ class DispatchSettings(ServiceSettings):
     delivery_poll_seconds: float = Field(
         default=1.0, gt=0, description="how often due retries are looked for when idle"
     )
+    duplicate_distance_meters: float = Field(
+        default=50.0,
+        ge=0,
+        le=5000,
+        description="a new case this near an open case of the same category is merged into it "
+        "(并案); 0 turns merging off",
+    )
+    duplicate_window_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=720,
+        description="how recent that open case must be (created within this many hours)",
+    )
 
     @field_validator("api_jwt_secret")
     @classmethod

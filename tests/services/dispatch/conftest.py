@@ -28,14 +28,19 @@ class DispatchStack:
 
 
 @pytest.fixture
-async def dispatch_stack(isolation: Isolation, tmp_path: Path) -> AsyncIterator[DispatchStack]:
+async def dispatch_stack(
+    isolation: Isolation, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[DispatchStack]:
+    """dispatch with a department receiver; settings overrides by indirect parametrization."""
+    overrides = getattr(request, "param", {})
     receiver = DepartmentReceiver(secrets={})
     async with http_server(receiver.app()) as base_url:
         config = make_config_dir(tmp_path, receiver_base=base_url)
         departments = load_reference_data(config).departments
         receiver.secrets = {code: [department_secret(code)] for code in departments}
         environ = {d.receiver.secret_env: department_secret(c) for c, d in departments.items()}
-        app = create_app(make_dispatch_settings(isolation, config_dir=config), environ=environ)
+        settings = make_dispatch_settings(isolation, config_dir=config, **overrides)
+        app = create_app(settings, environ=environ)
         names = TopicNames(isolation.topic_prefix)
         publisher = Publisher(
             bootstrap_servers=isolation.kafka_bootstrap, names=names, source="tests"

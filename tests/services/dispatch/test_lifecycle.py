@@ -48,6 +48,7 @@ from services.dispatch.lifecycle import (
     Resume,
     Return,
     SignFor,
+    Split,
     Supervise,
     Suspend,
     TransitionRefusedError,
@@ -64,6 +65,7 @@ T = Transition
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 CITY = "430281"
 UNIT_GRID = "430281001001001"
+PRIMARY = new_case_id(NOW)  # the case a merged one (并案) follows
 HOLDER = Actor(kind="department", id="chengguan")
 OTHER_DEPARTMENT = Actor(kind="department", id="xiaofang")
 OPERATOR = Actor(kind="operator", id="op-0001")
@@ -97,6 +99,7 @@ EXPECTED: dict[tuple[Move, ActorKind], set[CaseState]] = {
     (Move.SUPERVISE, "operator"): OPEN_STATES,
     (Move.SUPERVISE, "system"): OPEN_STATES,
     (Move.CANCEL, "operator"): OPEN_STATES,
+    (Move.SPLIT, "operator"): OPEN_STATES,
 }
 EXPECTED_TRANSITION: dict[Move, T] = {
     Move.ASSIGN: T.ASSIGNED,
@@ -115,6 +118,7 @@ EXPECTED_TRANSITION: dict[Move, T] = {
     Move.REOPEN: T.REOPENED,
     Move.SUPERVISE: T.SUPERVISED,
     Move.CANCEL: T.CANCELLED,
+    Move.SPLIT: T.SPLIT,
 }
 ATTACHMENT = AttachmentRef(sha256="ab" * 32, media_type="image/jpeg", size=48213)
 
@@ -154,6 +158,7 @@ def make_command(move: Move, actor: Actor) -> Command:
         Move.REOPEN: lambda: Reopen(actor=actor, reason="回访不满意"),
         Move.SUPERVISE: lambda: Supervise(actor=actor, note="督办：请加快办理"),
         Move.CANCEL: lambda: Cancel(actor=actor, reason="重复上报"),
+        Move.SPLIT: lambda: Split(actor=actor, reason="并案有误：不是同一处"),
     }
     return builders[move]()
 
@@ -167,6 +172,7 @@ def ready_for(move: Move, state: CaseState) -> CaseView:
         },
         Move.RESUME: {"suspended": True},
         Move.CLOSE: {"verified": True},
+        Move.SPLIT: {"merged_into": PRIMARY},
     }
     return make_view(state, **flags.get(move, {}))
 

@@ -1,4 +1,4 @@
-"""dispatch's metrics: open cases by state and department, and the triage queue."""
+"""dispatch's metrics: open cases by state and department, the triage queue, routing decisions."""
 
 from __future__ import annotations
 
@@ -34,3 +34,11 @@ async def test_open_cases_and_triage_queue_are_gauges(dispatch_stack: DispatchSt
     assert 'gridflow_dispatch_open_cases{department="",state="triage"} 1.0' in text
     assert 'gridflow_dispatch_triage_queue{owner_node="430281001"} 1.0' in text
     assert "gridflow_routing_ruleset_info{version=" in text
+    # which rule decided: the garbage route for the first, none (triage) for the second
+    assert 'gridflow_routing_decisions_total{rule="triage"} 1.0' in text
+    decided = [
+        line
+        for line in text.splitlines()
+        if line.startswith("gridflow_routing_decisions_total{") and 'rule="triage"' not in line
+    ]
+    assert len(decided) == 1 and decided[0].endswith(" 1.0")
