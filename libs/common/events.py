@@ -307,6 +307,9 @@ class CaseLifecycleEvent(Contract):
     at: Timestamp
     actor: Actor
     category: CategoryCode
+    urgency: Urgency = Field(
+        default=Urgency.ROUTINE, description="the case's urgency (sla picks its time limits by it)"
+    )
     unit_grid: UnitGridCode | None = None
     department: DepartmentCode | None = Field(
         default=None, description="the department holding the case after the move"

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from prometheus_client import Counter
 
 from libs.common.db import claim_event
-from libs.common.events import CaseLifecycleEvent, CaseState, CaseSubmitted
+from libs.common.events import CaseLifecycleEvent, CaseState, CaseSubmitted, Urgency
 from libs.common.ids import new_event_id
 from libs.common.kafka import Delivery
 from libs.common.outbox import stage
@@ -186,6 +186,7 @@ def view_of(row: CaseRow) -> CaseView:
         verified=row.verified,
         supervised=row.supervised,
         merged_into=row.merged_into,
+        urgency=Urgency(row.urgency),
     )
 
 

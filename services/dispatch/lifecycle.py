@@ -67,6 +67,7 @@ from libs.common.events import (
     ReasonCode,
     RoutingSnapshot,
     Transition,
+    Urgency,
 )
 from services.dispatch.routing import RoutingDecision
 
@@ -113,6 +114,7 @@ class CaseView:
     category: str
     unit_grid: str | None = None
     owner_node: str | None = None  # None: not placed in the grid, so the city centre's
+    urgency: Urgency = Urgency.ROUTINE
     department: str | None = None
     co_handling: frozenset[str] = frozenset()
     returned_by: frozenset[str] = frozenset()
@@ -741,6 +743,7 @@ def _event(
         at=now,
         actor=actor,
         category=view.category,
+        urgency=view.urgency,
         unit_grid=view.unit_grid,
         department=view.department,
         co_handling=tuple(sorted(view.co_handling)),
@@ -777,6 +780,7 @@ def admit(case: CaseSubmitted, decision: RoutingDecision, *, now: datetime) -> A
         category=case.category.code,
         unit_grid=case.location.unit_grid,
         owner_node=owning_node(case.location.unit_grid),
+        urgency=case.urgency,
     )
     received = _event(view, Transition.RECEIVED, None, SYSTEM, now, routing=decision.snapshot())
     if decision.department is not None:
@@ -808,6 +812,7 @@ def merge(
         category=case.category.code,
         unit_grid=case.location.unit_grid,
         owner_node=owning_node(case.location.unit_grid),
+        urgency=case.urgency,
     )
     received = _event(view, Transition.RECEIVED, None, SYSTEM, now, routing=decision.snapshot())
     after, merged = _step(
@@ -876,6 +881,7 @@ def follow(view: CaseView, event: CaseLifecycleEvent) -> Outcome:
             "version": after.version,
             "from_state": view.state,
             "unit_grid": view.unit_grid,
+            "urgency": view.urgency,
             "owner_node": view.owner_node,
             "return_count": view.return_count,
             "rework_count": view.rework_count,
@@ -895,6 +901,7 @@ def assign(
     department: str,
     routing: RoutingSnapshot | None,
     now: datetime,
+    urgency: Urgency = Urgency.ROUTINE,
 ) -> CaseLifecycleEvent:
     """The department's receiver took the routed case: the system's assign, the sign-for clock starts."""
     view = CaseView(
@@ -904,6 +911,7 @@ def assign(
         category=category,
         unit_grid=unit_grid,
         owner_node=owning_node(unit_grid),
+        urgency=urgency,
     )
     command = Assign(actor=SYSTEM, department=department, routing=routing)
     check(view, command.actor, command.move)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.events import CaseState, RoutingSnapshot
+from libs.common.events import CaseState, RoutingSnapshot, Urgency
 from libs.common.logs import log_context
 from libs.common.runtime import Runtime
 from libs.common.signing import signed_headers
@@ -193,6 +193,7 @@ class Deliverer:
                 department=row.department,
                 routing=RoutingSnapshot.model_validate(case.routing) if case.routing else None,
                 now=self._runtime.clock.now(),
+                urgency=Urgency(case.urgency),
             )
         except TransitionRefusedError as exc:
             log.info("delivered, but the case moved on meanwhile: %s", exc)
