@@ -1,15 +1,18 @@
 """Validate the reference-data folder: `python -m libs.common.refdata.check [--config DIR]`.
 
 Prints a one-line summary and exits 0, or prints every issue as "file:line: reason" on stderr
-and exits 1.
+and exits 1. The working calendar's `calendar.yaml` is checked too when the folder has one.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from libs.common.refdata.loader import ConfigError, load_reference_data
+from libs.common.refdata.loader import ConfigError, ConfigIssue, load_reference_data
 from libs.common.refdata.models import ReferenceData
+from libs.common.worktime import CalendarConfigError, ChinaCalendar, load_calendar
+
+CALENDAR_FILE = "calendar.yaml"
 
 
 def summary(data: ReferenceData) -> str:
@@ -24,6 +27,12 @@ def summary(data: ReferenceData) -> str:
     )
 
 
+def calendar_summary(calendar: ChinaCalendar) -> str:
+    years = calendar.official_years()
+    span = f" ({min(years)}–{max(years)})" if years else ""
+    return f"calendar: {len(years)} official years{span}, {len(calendar.closures)} closures"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m libs.common.refdata.check", description="Validate reference data."
@@ -35,13 +44,26 @@ def main(argv: list[str] | None = None) -> int:
         help="reference-data folder (default: config)",
     )
     args = parser.parse_args(argv)
+    issues: list[ConfigIssue] = []
+    data = calendar = None
     try:
         data = load_reference_data(args.config)
     except ConfigError as error:
-        for issue in error.issues:
+        issues += error.issues
+    calendar_path = args.config / CALENDAR_FILE
+    if calendar_path.is_file():
+        try:
+            calendar = load_calendar(calendar_path)
+        except CalendarConfigError as error:
+            issues += error.issues
+    if issues or data is None:
+        for issue in issues:
             print(issue, file=sys.stderr)
         return 1
-    print(summary(data))
+    line = summary(data)
+    if calendar is not None:
+        line += f"; {calendar_summary(calendar)}"
+    print(line)
     return 0
 
 
