@@ -23,6 +23,7 @@ check: $(STAMP)  ## lint, format check, types, import contracts, configuration, 
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m libs.common.refdata.check --config config
+	$(BIN)/python -m services.sla.policies check --config config
 	$(BIN)/python -m libs.common.catalogue --check
 
 format: $(STAMP)

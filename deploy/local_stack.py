@@ -43,12 +43,13 @@ class ServiceSpec:
 
 
 def service_specs(
-    *, intake_port: int, dispatch_port: int, department_port: int
+    *, intake_port: int, dispatch_port: int, sla_port: int, department_port: int
 ) -> list[ServiceSpec]:
     return [
         ServiceSpec("demo-department", "deploy.demo_department", department_port, api=False),
         ServiceSpec("intake", "services.intake", intake_port),
         ServiceSpec("dispatch", "services.dispatch", dispatch_port),
+        ServiceSpec("sla", "services.sla", sla_port),
     ]
 
 
@@ -136,6 +137,7 @@ class Stack:
         specs = service_specs(
             intake_port=self.args.intake_port,
             dispatch_port=self.args.dispatch_port,
+            sla_port=self.args.sla_port,
             department_port=self.args.department_port,
         )
         for spec in specs:
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=Path(".run"))
     parser.add_argument("--intake-port", type=int, default=8001)
     parser.add_argument("--dispatch-port", type=int, default=8002)
+    parser.add_argument("--sla-port", type=int, default=8003)
     parser.add_argument("--department-port", type=int, default=8090)
     parser.add_argument("--kafka-port", type=int, default=9092)
     args = parser.parse_args(argv)

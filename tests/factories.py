@@ -12,6 +12,7 @@ from typing import Any
 from libs.common.auth import mint_token
 from services.dispatch.settings import DispatchSettings
 from services.intake.settings import IntakeSettings
+from services.sla.settings import SlaSettings
 
 WORKER_SECRET = "test-worker-secret-0123456789abcdef"  # a test key, ≥ 32 bytes
 DISPATCH_SECRET = "test-dispatch-secret-0123456789abcdef"  # departments' and operators' tokens
@@ -50,6 +51,17 @@ class Isolation:
             "kafka_heartbeat_interval_ms": 200,
             "kafka_retry_backoff_ms": 10,
         }
+
+
+def make_sla_settings(iso: Isolation, **overrides: Any) -> SlaSettings:
+    values = {
+        **iso.common("sla"),
+        "consumer_group": f"{iso.token}-sla",
+        "api_jwt_secret": DISPATCH_SECRET,
+        "fire_poll_seconds": 0.05,
+        **overrides,
+    }
+    return SlaSettings.model_validate(values)
 
 
 def make_intake_settings(iso: Isolation, **overrides: Any) -> IntakeSettings:
@@ -161,6 +173,7 @@ def make_department_token(
     scopes: list[str] | None = None,
     role: str = "department",
     secret: str = DISPATCH_SECRET,
+    now: datetime | None = None,
 ) -> str:
     return mint_token(
         secret=secret,
@@ -168,7 +181,7 @@ def make_department_token(
         role=role,
         scopes=["cases:read", "cases:write"] if scopes is None else scopes,
         grids=[],
-        now=datetime.now(UTC),
+        now=now or datetime.now(UTC),
         ttl=timedelta(hours=1),
     )
 
@@ -179,6 +192,7 @@ def make_operator_token(
     subject: str = "OP01",
     scopes: list[str] | None = None,
     secret: str = DISPATCH_SECRET,
+    now: datetime | None = None,
 ) -> str:
     return mint_token(
         secret=secret,
@@ -186,6 +200,6 @@ def make_operator_token(
         role="operator",
         scopes=["cases:read", "cases:manage"] if scopes is None else scopes,
         grids=grids,
-        now=datetime.now(UTC),
+        now=now or datetime.now(UTC),
         ttl=timedelta(hours=1),
     )

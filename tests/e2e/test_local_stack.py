@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -60,6 +61,8 @@ async def test_make_run_embedded_one_report_then_clean_stop() -> None:
         str(intake_port),
         "--dispatch-port",
         str(free_port()),
+        "--sla-port",
+        str(free_port()),
         "--kafka-port",
         str(free_port()),
     ]
@@ -72,7 +75,7 @@ async def test_make_run_embedded_one_report_then_clean_stop() -> None:
         async with asyncio.timeout(START_SECONDS):
             await _read_until(process.stdout, re.compile(r"^ready\."), lines)
         pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", "".join(lines))]
-        assert len(pids) == 3, "".join(lines)
+        assert len(pids) == 4, "".join(lines)  # demo department, intake, dispatch, sla
         spawned = _descendants(process.pid)
 
         token = (run_dir / "worker-token").read_text().strip()
@@ -98,6 +101,10 @@ async def test_make_run_embedded_one_report_then_clean_stop() -> None:
         assert survivors == [], f"left behind: {survivors}"
     finally:
         if process.returncode is None:
+            # a failed assertion must not leave the stack's own sessions running
+            for pid in _descendants(process.pid):
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    psutil.Process(pid).kill()
             process.kill()
             await process.wait()
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -130,7 +130,7 @@ def test_check_accepts_the_shipped_config(capsys: pytest.CaptureFixture[str]) ->
     version = load_reference_data(CONFIG).routing.version
     assert out == (
         "OK: 24 towns, 271 villages, 820 unit grids, 820 grid polygons, 8 departments,"
-        f" 26 categories, 16 routes (version {version}), 28 service items,"
+        f" 27 categories, 16 routes (version {version}), 28 service items,"
         " 2 Open311 clients, 8 Open311 services;"
         " calendar: 23 official years (2004–2026), 0 closures\n"
     )

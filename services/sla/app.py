@@ -1,0 +1,92 @@
+"""sla's app: consumes `cases.lifecycle` into timers, fires due timers onto `sla.signals`, and
+answers deadline and calendar questions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from libs.common.auth import TokenVerifier
+from libs.common.clock import Clock, SystemClock
+from libs.common.kafka import ConsumerLoop
+from libs.common.runtime import Runtime
+from libs.common.topics import CASES_LIFECYCLE
+from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
+from services.sla import api
+from services.sla.config import ConfigWatcher, SlaConfig, recompute_provisional
+from services.sla.consumer import LifecycleClocks
+from services.sla.firing import Firer
+from services.sla.settings import SlaSettings
+
+VERSIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: SlaSettings, *, clock: Clock | None = None) -> FastAPI:
+    runtime = Runtime(settings=settings, clock=clock or SystemClock(), versions_dir=VERSIONS)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            config = SlaConfig.load(runtime)
+            app.state.config = config
+            # deadlines counted Monday to Friday while a year's dates were missing are
+            # recounted on every start (the dates may have been added while sla was down)
+            await recompute_provisional(runtime, config.clocks)
+            watcher = ConfigWatcher(
+                runtime=runtime, config=config, interval=settings.config_reload_seconds
+            )
+            app.state.watcher = watcher
+            runtime.spawn(watcher.run(), stop=watcher.stop, name="sla-config")
+            firer = Firer(
+                runtime=runtime,
+                clocks=lambda: config.clocks,
+                batch=settings.fire_batch,
+                poll_seconds=settings.fire_poll_seconds,
+            )
+            app.state.firer = firer
+            runtime.spawn(firer.run(), stop=firer.stop, name="sla-firing")
+            consumer = ConsumerLoop(
+                settings=settings,
+                topic=CASES_LIFECYCLE,
+                group_id=settings.consumer_group,
+                handler=LifecycleClocks(
+                    runtime=runtime,
+                    consumer="sla.lifecycle",
+                    policies=lambda: config.policies,
+                    clocks=lambda: config.clocks,
+                    on_commit=firer.wake,
+                ),
+                publisher=runtime.publisher,
+                clock=runtime.clock,
+                metrics=runtime.consumer_metrics,
+                names=runtime.names,
+            )
+            app.state.consumer = consumer
+            runtime.spawn(consumer.run(), stop=consumer.stop, name="cases-lifecycle")
+            runtime.add_check("consumer", consumer.joined.is_set)
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="gridflow sla",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Deadlines in working time, warnings, escalation up the grid, assessments.",
+    )
+    app.state.runtime = runtime
+    app.state.verifier = TokenVerifier(secret=settings.api_jwt_secret.get_secret_value())
+    install_error_handlers(app)
+    install_platform_routes(
+        app,
+        registry=runtime.registry,
+        metrics_token=settings.metrics_token,
+        readiness=runtime.ready,
+    )
+    app.include_router(api.router)
+    install_openapi(app, (), {})
+    return app

@@ -1,0 +1,57 @@
+"""sla's own tables: each case's clocks (timers, kept after they stop: the clock history) and the
+standing of each case as the last applied lifecycle event left it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+def _when(*, nullable: bool = False) -> Any:
+    return Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=nullable))
+
+
+class TimerRow(SQLModel, table=True):
+    __tablename__ = "sla_timers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str
+    stage: str
+    name: str | None = None
+    department: str | None = None
+    policy: str
+    clock: str
+    limit_seconds: float
+    warnings: list[float] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    escalation: list[Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    started_at: datetime = _when()
+    anchor: datetime = _when()
+    used_seconds: float
+    due_at: datetime = _when()
+    provisional: bool
+    status: str
+    fired: int
+    next_fire_at: datetime | None = _when(nullable=True)
+    stopped_at: datetime | None = _when(nullable=True)
+    outcome: str | None = None
+    unit_grid: str | None = None
+    case_version: int
+
+
+class CaseClockRow(SQLModel, table=True):
+    """The last lifecycle event applied to a case (events older than it are ignored)."""
+
+    __tablename__ = "sla_cases"
+
+    case_id: str = Field(primary_key=True)
+    version: int
+    state: str
+    category: str
+    urgency: str
+    unit_grid: str | None = None
+    department: str | None = None
+    updated_at: datetime = _when()
