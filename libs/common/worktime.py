@@ -625,8 +625,8 @@ class _CalendarReader:
             if calendar.is_official(day.year) and kind not in _WORKING_KINDS:
                 self.problem(
                     (*loc, "date"),
-                    f"closure {day.isoformat()} falls on a {kind.value} day; offices are shut"
-                    " already",
+                    f"closure {day.isoformat()} is not a working day ({kind.value}); offices are"
+                    " shut already",
                 )
                 continue
             first_index[day] = index
