@@ -550,3 +550,10 @@ def test_check_reports_calendar_problems_and_counts(
     assert check.main(["--config", str(config)]) == 1
     out, err = capsys.readouterr()
     assert (out, err) == ("", f"{config / 'calendar.yaml'}:2: closure 2026-12-15 needs a reason\n")
+
+
+def test_the_example_of_docs_calendar_md_runs() -> None:
+    text = (CONFIG.parent / "docs" / "calendar.md").read_text(encoding="utf-8")
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+
+    exec(compile(example, "docs/calendar.md", "exec"), {})  # noqa: S102  # our own doc
