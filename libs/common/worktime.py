@@ -214,9 +214,11 @@ class ChinaCalendar:
         return DayKind.WORKDAY if day.weekday() < 5 else DayKind.REST
 
     def is_working_day(self, day: date) -> bool:
-        ordinal = day.toordinal()
-        table = self._covering(ordinal, ordinal)
-        return table.working[ordinal - table.first] == 1
+        table, ordinal = self._table, day.toordinal()
+        if table is not None and table.first <= ordinal <= table.last:
+            return table.working[ordinal - table.first] == 1
+        # outside the table: answer directly rather than widen it for one odd date
+        return self.day_kind(day) in _WORKING_KINDS
 
     def is_official(self, year: int) -> bool:
         """True if `year`'s official dates are known (from the package or configured)."""

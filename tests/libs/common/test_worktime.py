@@ -557,3 +557,13 @@ def test_the_example_of_docs_calendar_md_runs() -> None:
     example = text.split("```python\n", 1)[1].split("```", 1)[0]
 
     exec(compile(example, "docs/calendar.md", "exec"), {})  # noqa: S102  # our own doc
+
+
+def test_is_working_day_agrees_with_day_kind_inside_and_outside_the_table() -> None:
+    calendar = ChinaCalendar(closures={date(2026, 6, 4): "台风停工"})
+    days = [*_days(2026), date(1990, 10, 1), date(9999, 12, 31), date(2027, 1, 1)]
+    expected = [calendar.day_kind(d) in {DayKind.WORKDAY, DayKind.MAKEUP} for d in days]
+
+    assert [calendar.is_working_day(d) for d in days] == expected  # before any table
+    add_working_days(at(2026, 1, 1), 300, calendar=calendar)  # builds one
+    assert [calendar.is_working_day(d) for d in days] == expected
