@@ -37,6 +37,7 @@ class Received:
     webhook_id: str
     body: dict[str, Any]
     at: datetime
+    signature: str = ""  # the webhook-signature header: one or more space-separated signatures
 
 
 @dataclass
@@ -45,11 +46,14 @@ class DepartmentReceiver:
 
     secrets: Mapping[str, list[str]]
     received: asyncio.Queue[Received] = field(default_factory=asyncio.Queue)
-    plans: dict[str, deque[int]] = field(default_factory=lambda: defaultdict(deque))
+    plans: dict[str, deque[tuple[int, str | None]]] = field(
+        default_factory=lambda: defaultdict(deque)
+    )
     attempts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def fail_next(self, department: str, *statuses: int) -> None:
-        self.plans[department].extend(statuses)
+    def fail_next(self, department: str, *statuses: int, retry_after: str | None = None) -> None:
+        """Answer the next attempts with these statuses (with a Retry-After header, if given)."""
+        self.plans[department].extend((status, retry_after) for status in statuses)
 
     def app(self) -> Starlette:
         return Starlette(
@@ -73,8 +77,9 @@ class DepartmentReceiver:
         self.attempts[code] += 1
         plan = self.plans[code]
         if plan:
-            status = plan.popleft()
-            return JSONResponse({"error": "planned failure"}, status_code=status)
+            status, retry_after = plan.popleft()
+            headers = {"retry-after": retry_after} if retry_after is not None else None
+            return JSONResponse({"error": "planned failure"}, status_code=status, headers=headers)
         payload = json.loads(body)
         webhook_id = request.headers["webhook-id"]
         case = payload.get("case", {})
@@ -86,7 +91,8 @@ class DepartmentReceiver:
             case.get("location", {}).get("unit_grid"),
             webhook_id,
         )
-        await self.received.put(Received(code, webhook_id, payload, datetime.now(UTC)))
+        signature = request.headers["webhook-signature"]
+        await self.received.put(Received(code, webhook_id, payload, datetime.now(UTC), signature))
         return JSONResponse({"received": webhook_id}, status_code=200)
 
 
@@ -104,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging(service="demo-department", level="INFO")
     refdata = load_reference_data(args.config)
-    secrets = {
-        code: [os.environ[d.receiver.secret_env]]
+    secrets = {  # during a rotation the department accepts either secret
+        code: [os.environ[name] for name in d.receiver.secret_envs if name in os.environ]
         for code, d in refdata.departments.items()
-        if d.receiver.secret_env in os.environ
+        if d.receiver.kind == "webhook"
     }
     receiver = DepartmentReceiver(secrets=secrets)
     uvicorn.run(receiver.app(), host="127.0.0.1", port=args.port, log_config=None, access_log=False)

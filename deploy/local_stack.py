@@ -67,7 +67,9 @@ def dev_secrets(path: Path, refdata: ReferenceData, environ: Mapping[str, str]) 
         "GRIDFLOW_API_JWT_SECRET": lambda: secrets.token_urlsafe(48),
     }
     for department in refdata.departments.values():
-        wanted[department.receiver.secret_env] = _webhook_secret
+        if department.receiver.kind == "webhook":
+            for name in department.receiver.secret_envs:
+                wanted[name] = _webhook_secret
     for client in refdata.open311.clients.values():
         wanted[client.key_env] = lambda: secrets.token_urlsafe(32)
     values = {

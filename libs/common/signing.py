@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  # the format's prefix, not a secret
@@ -40,12 +40,24 @@ def sign(*, secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def signed_headers(*, secret: str, msg_id: str, now: datetime, body: bytes) -> dict[str, str]:
+def validate_secret(secret: str) -> None:
+    """Raise SignatureError unless `secret` is a usable `whsec_` + base64 key (checked at start)."""
+    _key(secret)
+
+
+def signed_headers(
+    *, secret: str, msg_id: str, now: datetime, body: bytes, also: Sequence[str] = ()
+) -> dict[str, str]:
+    """The three headers; `also` adds a signature per further secret (a rotation: receivers that
+    know either secret accept), space separated as the spec says."""
     timestamp = int(now.timestamp())
+    signatures = [
+        sign(secret=key, msg_id=msg_id, timestamp=timestamp, body=body) for key in (secret, *also)
+    ]
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body),
+        "webhook-signature": " ".join(signatures),
     }
 
 

@@ -1,5 +1,5 @@
 """dispatch's app: consumes `cases.submitted`, routes, delivers to departments, publishes
-`cases.lifecycle`. The department and operator APIs come with the dispatch issue."""
+`cases.lifecycle`; the department, operator and delivery-admin APIs."""
 
 from __future__ import annotations
 
@@ -15,39 +15,19 @@ from fastapi import FastAPI
 from libs.common.auth import TokenVerifier
 from libs.common.clock import Clock, SystemClock
 from libs.common.kafka import ConsumerLoop
-from libs.common.refdata import ReferenceData
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_SUBMITTED, SLA_SIGNALS
 from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
-from services.dispatch import departments, operators
+from services.dispatch import delivery_api, departments, operators
 from services.dispatch.consumer import SubmittedCases
 from services.dispatch.duplicates import DuplicatePolicy
 from services.dispatch.gauges import CaseGauges
 from services.dispatch.reload import RoutingReloader
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.signals import SlaSignals
-from services.dispatch.webhooks import Deliverer
+from services.dispatch.webhooks import Deliverer, webhook_secrets
 
 VERSIONS = Path(__file__).parent / "migrations"
-
-
-class MissingSecretError(RuntimeError):
-    pass
-
-
-def department_secrets(refdata: ReferenceData, environ: Mapping[str, str]) -> dict[str, str]:
-    """Each department's webhook secret, read from the variable its receiver names."""
-    secrets: dict[str, str] = {}
-    missing = []
-    for code, department in refdata.departments.items():
-        value = environ.get(department.receiver.secret_env)
-        if not value:
-            missing.append(f"{department.receiver.secret_env} (department {code})")
-        else:
-            secrets[code] = value
-    if missing:
-        raise MissingSecretError("webhook secrets not set: " + ", ".join(missing))
-    return secrets
 
 
 def create_app(
@@ -63,9 +43,7 @@ def create_app(
         await runtime.start()
         client = httpx.AsyncClient(follow_redirects=False)
         try:
-            secrets = department_secrets(
-                runtime.refdata, os.environ if environ is None else environ
-            )
+            secrets = webhook_secrets(runtime.refdata, os.environ if environ is None else environ)
             deliverer = Deliverer(
                 runtime=runtime, settings=settings, secrets=secrets, client=client
             )
@@ -144,6 +122,7 @@ def create_app(
     )
     app.include_router(departments.router)
     app.include_router(operators.router)
+    app.include_router(delivery_api.router)
     commands = departments.COMMAND_MODELS + operators.COMMAND_MODELS
     install_openapi(app, (), departments.command_schemas(commands))
     return app

@@ -16,7 +16,7 @@ from libs.common.events import CaseLifecycleEvent, CaseState, CaseSubmitted, Urg
 from libs.common.ids import new_event_id
 from libs.common.kafka import Delivery
 from libs.common.outbox import stage
-from libs.common.refdata import WeekdayCalendar
+from libs.common.refdata import WebhookReceiver, WeekdayCalendar
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE
 from services.dispatch.delivery import DeliveryStatus, webhook_body
@@ -28,7 +28,7 @@ from services.dispatch.duplicates import (
     nearest,
     position,
 )
-from services.dispatch.lifecycle import CaseView, admit, follow, merge, owning_node
+from services.dispatch.lifecycle import CaseView, admit, assign, follow, merge, owning_node
 from services.dispatch.models import CaseHistoryRow, CaseRow, DeliveryRow
 from services.dispatch.routing import route
 
@@ -99,39 +99,53 @@ class SubmittedCases:
             else:
                 admission = admit(case, decision, now=now)
             view = admission.view
-            session.add(
-                CaseRow(
-                    case_id=case.case_id,
-                    version=view.version,
-                    state=view.state.value,
-                    source=case.source.value,
-                    category=case.category.code,
-                    urgency=case.urgency.value,
-                    unit_grid=case.location.unit_grid,
-                    department=view.department or admission.deliver_to,
-                    routing=decision.snapshot().model_dump(mode="json"),
-                    submitted=case.model_dump(mode="json", exclude_none=True),
-                    created_at=now,
-                    updated_at=now,
-                    owner_node=owning_node(case.location.unit_grid),
-                    co_handling=sorted(view.co_handling or decision.co_handling),
-                    suspended=view.suspended,
-                    extension_pending=view.extension_pending,
-                    extension_requested_until=view.extension_requested_until,
-                    verified=view.verified,
-                    supervised=view.supervised,
-                    lat=at[0] if at else None,
-                    lon=at[1] if at else None,
-                    merged_into=view.merged_into,
-                )
+            row = CaseRow(
+                case_id=case.case_id,
+                version=view.version,
+                state=view.state.value,
+                source=case.source.value,
+                category=case.category.code,
+                urgency=case.urgency.value,
+                unit_grid=case.location.unit_grid,
+                department=view.department or admission.deliver_to,
+                routing=decision.snapshot().model_dump(mode="json"),
+                submitted=case.model_dump(mode="json", exclude_none=True),
+                created_at=now,
+                updated_at=now,
+                owner_node=owning_node(case.location.unit_grid),
+                co_handling=sorted(view.co_handling or decision.co_handling),
+                suspended=view.suspended,
+                extension_pending=view.extension_pending,
+                extension_requested_until=view.extension_requested_until,
+                verified=view.verified,
+                supervised=view.supervised,
+                lat=at[0] if at else None,
+                lon=at[1] if at else None,
+                merged_into=view.merged_into,
             )
+            session.add(row)
             self._metrics.decisions.labels(decision.rule_id or "triage").inc()
             for event in admission.events:
                 await record_transition(session, event=event, runtime=runtime, followers=False)
-            if admission.deliver_to is not None:
-                queue_delivery(
-                    session, runtime=runtime, case=case, department=admission.deliver_to, now=now
+            department = admission.deliver_to
+            if department is not None and is_pull(runtime, department):
+                # nothing to deliver: the department reads its inbox, so the case is its now
+                assigned = assign(
+                    case_id=row.case_id,
+                    state=admission.state,
+                    version=admission.version,
+                    category=row.category,
+                    unit_grid=row.unit_grid,
+                    department=department,
+                    routing=decision.snapshot(),
+                    now=now,
+                    urgency=case.urgency,
                 )
+                row.state = assigned.to_state.value
+                row.version = assigned.version
+                await record_transition(session, event=assigned, runtime=runtime, followers=False)
+            elif department is not None:
+                queue_delivery(session, runtime=runtime, case=case, department=department, now=now)
         self._on_commit()
 
 
@@ -260,11 +274,19 @@ async def _echo_to_followers(session: Any, *, event: CaseLifecycleEvent, runtime
             await record_transition(session, event=echo, runtime=runtime, followers=False)
 
 
+def is_pull(runtime: Runtime, department: str) -> bool:
+    """The department reads its inbox instead of receiving webhooks."""
+    return runtime.refdata.departments[department].receiver.kind == "pull"
+
+
 def queue_delivery(
     session: Any, *, runtime: Runtime, case: CaseSubmitted, department: str, now: datetime
-) -> str:
-    """A pending signed-webhook delivery of `case` to `department`; returns its webhook-id."""
+) -> str | None:
+    """A pending signed-webhook delivery of `case` to `department`; returns its webhook-id, or
+    None for a pull department (it reads its inbox: nothing to deliver)."""
     receiver = runtime.refdata.departments[department].receiver
+    if not isinstance(receiver, WebhookReceiver):
+        return None
     delivery_id = "msg_" + new_event_id(now)
     session.add(
         DeliveryRow(
@@ -275,7 +297,9 @@ def queue_delivery(
             status=DeliveryStatus.PENDING.value,
             attempts=0,
             next_attempt_at=now,
-            payload=webhook_body(case, delivery_id=delivery_id, department=department),
+            payload=webhook_body(
+                case, delivery_id=delivery_id, department=department, sharing=receiver.reporter
+            ),
             created_at=now,
         )
     )

@@ -33,6 +33,7 @@ from services.dispatch.commands import (
     execute,
     fingerprint,
 )
+from services.dispatch.delivery import shared_case
 from services.dispatch.lifecycle import (
     Command,
     InvalidCommandError,
@@ -154,7 +155,8 @@ async def case_detail(request: Request, case_id: str) -> JSONResponse:
             )
         ).all()
     case = CaseSubmitted.model_validate(row.submitted)
-    shared = case.model_copy(update={"reporter": case.reporter.masked(), "beneficiary": None})
+    sharing = runtime.refdata.departments[department].receiver.reporter
+    shared = shared_case(case, sharing)  # as much of the reporter as its receiver may see
     body = {
         **summary(row, department),
         "case": shared.model_dump(mode="json", exclude_none=True),

@@ -104,3 +104,20 @@ class DeliveryRow(SQLModel, table=True):
     payload: dict[str, Any] = _json()
     created_at: datetime = _when()
     delivered_at: datetime | None = _when(nullable=True)
+    leased_until: datetime | None = _when(nullable=True)  # an attempt is in flight until then
+
+
+class ReceiverRow(SQLModel, table=True):
+    """The state of a department's receiver: disabled (410 Gone, or an operator), and its breaker."""
+
+    __tablename__ = "receivers"
+
+    department: str = Field(primary_key=True)
+    disabled: bool = False
+    disabled_at: datetime | None = _when(nullable=True)
+    reason: str | None = None
+    consecutive_failures: int = 0
+    open_until: datetime | None = _when(nullable=True)
+    cooldown_seconds: float = 0.0
+    probing: bool = False
+    updated_at: datetime = _when()

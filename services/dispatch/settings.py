@@ -23,19 +23,31 @@ class DispatchSettings(ServiceSettings):
     )
     consumer_group: str = Field(default="dispatch", description="Kafka consumer group of dispatch")
     delivery_max_attempts: int = Field(
-        default=8, ge=1, le=100, description="webhook attempts before a delivery is dead-lettered"
+        default=17, ge=1, le=100, description="webhook attempts before a delivery is dead-lettered"
     )
     delivery_base_delay_seconds: float = Field(
         default=2.0, gt=0, description="first retry delay; doubles per attempt, with jitter"
     )
     delivery_max_delay_seconds: float = Field(
-        default=3600.0, gt=0, description="cap of the delay between two attempts"
+        default=86400.0, gt=0, description="cap of the delay between two attempts (a day)"
     )
     delivery_timeout_seconds: float = Field(
         default=10.0, gt=0, le=120, description="how long a receiver may take to answer"
     )
     delivery_concurrency: int = Field(
         default=16, ge=1, le=512, description="deliveries attempted at once per instance"
+    )
+    delivery_concurrency_per_department: int = Field(
+        default=4, ge=1, le=64, description="attempts in flight at once per department endpoint"
+    )
+    delivery_breaker_failures: int = Field(
+        default=5, ge=1, le=1000, description="consecutive failures that open a breaker"
+    )
+    delivery_breaker_cooldown_seconds: float = Field(
+        default=60.0, gt=0, description="how long an opened breaker stays open at first"
+    )
+    delivery_breaker_max_cooldown_seconds: float = Field(
+        default=3600.0, gt=0, description="cap of the cooldown, which doubles per failed probe"
     )
     delivery_poll_seconds: float = Field(
         default=1.0, gt=0, description="how often due retries are looked for when idle"
@@ -53,6 +65,11 @@ class DispatchSettings(ServiceSettings):
         le=720,
         description="how recent that open case must be (created within this many hours)",
     )
+
+    @property
+    def delivery_lease_seconds(self) -> float:
+        """How long a claimed delivery is held for its attempt: the timeout and a margin."""
+        return self.delivery_timeout_seconds + 30.0
 
     @field_validator("api_jwt_secret")
     @classmethod

@@ -1,4 +1,11 @@
-"""dispatch's HTTP-out shell: signed webhook deliveries with retries, and the assignment they cause."""
+"""dispatch's HTTP-out shell: signed webhook deliveries with retries, a circuit breaker and a
+concurrency limit per department, and the assignment a delivery causes.
+
+A round leases due deliveries in one short transaction (`FOR UPDATE SKIP LOCKED`, the lease
+pushed into `leased_until`/`next_attempt_at`), commits, POSTs outside any transaction, and records
+each answer in a transaction of its own: a slow receiver holds neither a row lock nor a
+connection, and a crashed instance's leases simply run out and the deliveries are due again.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +14,76 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.events import CaseState, RoutingSnapshot, Urgency
 from libs.common.logs import log_context
+from libs.common.refdata import ReferenceData, WebhookReceiver
 from libs.common.runtime import Runtime
-from libs.common.signing import signed_headers
+from libs.common.signing import SignatureError, signed_headers, validate_secret
 from services.dispatch.consumer import record_transition
-from services.dispatch.delivery import DeliveryStatus, Outcome, classify, next_attempt_at
+from services.dispatch.delivery import (
+    Breaker,
+    BreakerPhase,
+    DeliveryStatus,
+    Outcome,
+    breaker_after,
+    breaker_phase,
+    breaker_probing,
+    classify,
+    next_attempt_at,
+    retry_after_seconds,
+)
 from services.dispatch.lifecycle import TransitionRefusedError, assign
-from services.dispatch.models import CaseRow, DeliveryRow
+from services.dispatch.models import CaseRow, DeliveryRow, ReceiverRow
 from services.dispatch.settings import DispatchSettings
 
 log = logging.getLogger(__name__)
+_D = DeliveryRow.__table__.c  # type: ignore[attr-defined]  # SQLModel leaves __table__ untyped
+_R = ReceiverRow.__table__.c  # type: ignore[attr-defined]
+# case queued → delivered: seconds for a healthy receiver, up to days through retries
+LATENCY_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400)
+
+
+class MissingSecretError(RuntimeError):
+    pass
+
+
+def webhook_secrets(refdata: ReferenceData, environ: Mapping[str, str]) -> dict[str, list[str]]:
+    """Per webhook department its secrets, current first (during a rotation also the next one),
+    read from the variables its receiver names; refuses to start naming any variable that is
+    unset or holds no usable secret (never the value)."""
+    secrets: dict[str, list[str]] = {}
+    problems = []
+    for code, department in refdata.departments.items():
+        receiver = department.receiver
+        if not isinstance(receiver, WebhookReceiver):
+            continue
+        values = []
+        for name in receiver.secret_envs:
+            value = environ.get(name)
+            if not value:
+                problems.append(f"{name} is not set (department {code})")
+                continue
+            try:
+                validate_secret(value)
+            except SignatureError as exc:
+                problems.append(f"{name} is not a usable secret (department {code}): {exc}")
+                continue
+            values.append(value)
+        secrets[code] = values
+    if problems:
+        raise MissingSecretError("webhook secrets: " + "; ".join(problems))
+    return secrets
 
 
 @dataclass(frozen=True)
@@ -33,6 +91,18 @@ class Attempt:
     status_code: int | None
     error: str | None
     seconds: float
+    retry_after: str | None = None
+
+
+@dataclass(frozen=True)
+class Leased:
+    """A delivery taken for one attempt: what the attempt needs, copied out of its row."""
+
+    delivery_id: str
+    case_id: str
+    department: str
+    url: str
+    payload: dict[str, Any]
 
 
 class DeliveryMetrics:
@@ -49,6 +119,43 @@ class DeliveryMetrics:
             ["department"],
             registry=runtime.registry,
         )
+        self.latency = Histogram(
+            "gridflow_delivery_latency_seconds",
+            "Time from a case queued for a department to its delivery",
+            ["department"],
+            registry=runtime.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.dead_lettered = Counter(
+            "gridflow_delivery_dead_lettered_total",
+            "Deliveries that became dead letters after their last attempt",
+            ["department"],
+            registry=runtime.registry,
+        )
+
+
+def breaker_of(row: ReceiverRow) -> Breaker:
+    return Breaker(row.consecutive_failures, row.open_until, row.cooldown_seconds, row.probing)
+
+
+def _keep(row: ReceiverRow, breaker: Breaker, now: datetime) -> None:
+    row.consecutive_failures = breaker.failures
+    row.open_until = breaker.open_until
+    row.cooldown_seconds = breaker.cooldown_seconds
+    row.probing = breaker.probing
+    row.updated_at = now
+
+
+async def ensure_receivers(
+    session: AsyncSession, departments: Sequence[str], now: datetime
+) -> None:
+    """A receivers row per department (they are made on first need)."""
+    if departments:
+        await session.execute(
+            insert(ReceiverRow.__table__)  # type: ignore[attr-defined]
+            .values([{"department": code, "updated_at": now} for code in departments])
+            .on_conflict_do_nothing()
+        )
 
 
 class Deliverer:
@@ -57,17 +164,18 @@ class Deliverer:
         *,
         runtime: Runtime,
         settings: DispatchSettings,
-        secrets: Mapping[str, str],
+        secrets: Mapping[str, Sequence[str]],
         client: httpx.AsyncClient,
     ) -> None:
         self._runtime = runtime
         self._settings = settings
         self._secrets = secrets
         self._client = client
-        self._metrics = DeliveryMetrics(runtime)
+        self.metrics = DeliveryMetrics(runtime)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._random = random.Random()  # noqa: S311  # jitter, not security
+        self._inflight: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -77,49 +185,135 @@ class Deliverer:
         self._wake.set()
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                handled = await self.deliver_due()
-            except Exception as exc:  # database away: keep going, the rows are still there
-                log.warning("delivery round failed: %s", type(exc).__name__)
-                handled = 0
-                await asyncio.sleep(1)
-            if handled == 0:
+        try:
+            while not self._stopping.is_set():
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), timeout=self._settings.delivery_poll_seconds
-                    )
+                try:
+                    started = await self.start_due()
+                except Exception as exc:  # database away: keep going, the rows are still there
+                    log.warning("delivery round failed: %s", type(exc).__name__)
+                    started = 0
+                    await asyncio.sleep(1)
+                if started == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._wake.wait(), timeout=self._settings.delivery_poll_seconds
+                        )
+        finally:
+            for task in self._inflight:
+                task.cancel()  # its lease runs out and the delivery is due again
+            await asyncio.gather(*self._inflight, return_exceptions=True)
 
-    async def deliver_due(self) -> int:
-        runtime = self._runtime
-        now = runtime.clock.now()
-        async with runtime.sessions() as session, session.begin():
-            rows = (
+    async def start_due(self) -> int:
+        """Lease what is due and may go now, and start an attempt for each; returns how many."""
+        capacity = self._settings.delivery_concurrency - len(self._inflight)
+        if capacity <= 0:
+            return 0
+        leased = await self._lease(capacity)
+        for delivery in leased:
+            task = asyncio.create_task(self._deliver(delivery), name=delivery.delivery_id)
+            self._inflight.add(task)
+            task.add_done_callback(self._finished)
+        return len(leased)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()
+
+    async def _lease(self, capacity: int) -> list[Leased]:
+        settings = self._settings
+        now = self._runtime.clock.now()
+        until = now + timedelta(seconds=settings.delivery_lease_seconds)
+        pending = _D.status == DeliveryStatus.PENDING.value
+        leased: list[Leased] = []
+        async with self._runtime.sessions() as session, session.begin():
+            due = (
                 await session.scalars(
-                    sa.select(DeliveryRow)
-                    .where(
-                        DeliveryRow.status == DeliveryStatus.PENDING.value,  # type: ignore[arg-type]
-                        DeliveryRow.next_attempt_at <= now,  # type: ignore[arg-type,operator]
-                    )
-                    .order_by(DeliveryRow.next_attempt_at)  # type: ignore[arg-type]
-                    .limit(self._settings.delivery_concurrency)
-                    .with_for_update(skip_locked=True)
+                    sa.select(_D.department).where(pending, _D.next_attempt_at <= now).distinct()
                 )
             ).all()
-            if not rows:
-                return 0
-            attempts = await asyncio.gather(*(self._attempt(row) for row in rows))
-            for row, attempt in zip(rows, attempts, strict=True):
-                await self._record(session, row, attempt)
-        runtime.relay.wake()
-        return len(rows)
+            await ensure_receivers(session, due, now)
+            receivers = (
+                await session.scalars(
+                    sa.select(ReceiverRow)
+                    .where(_R.department.in_(due), _R.disabled.is_(False))
+                    .order_by(_R.department)
+                    .with_for_update(skip_locked=True)  # another instance is leasing for it
+                )
+            ).all()
+            for receiver in receivers:
+                slots = await self._slots(session, receiver, now, capacity)
+                if slots <= 0:
+                    continue
+                rows = (
+                    await session.scalars(
+                        sa.select(DeliveryRow)
+                        .where(
+                            pending,
+                            _D.department == receiver.department,
+                            _D.next_attempt_at <= now,
+                        )
+                        .order_by(_D.next_attempt_at)
+                        .limit(slots)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).all()
+                if not rows:
+                    continue
+                breaker = breaker_of(receiver)
+                if breaker_phase(breaker, now=now) is BreakerPhase.HALF_OPEN:
+                    probe = breaker_probing(
+                        breaker, now=now, lease_seconds=settings.delivery_lease_seconds
+                    )
+                    _keep(receiver, probe, now)
+                for row in rows:
+                    row.leased_until = until
+                    row.next_attempt_at = until
+                    leased.append(
+                        Leased(row.delivery_id, row.case_id, row.department, row.url, row.payload)
+                    )
+                capacity -= len(rows)
+                if capacity <= 0:
+                    break
+        return leased
 
-    async def _attempt(self, row: DeliveryRow) -> Attempt:
-        body = json.dumps(row.payload, ensure_ascii=False, separators=(",", ":")).encode()
+    async def _slots(
+        self, session: AsyncSession, receiver: ReceiverRow, now: datetime, capacity: int
+    ) -> int:
+        """How many attempts may start now for this department's endpoint."""
+        if receiver.department not in self._secrets:
+            return 0  # no longer a webhook department: its deliveries wait, they are not lost
+        phase = breaker_phase(breaker_of(receiver), now=now)
+        if phase is BreakerPhase.OPEN:
+            return 0
+        in_flight = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(DeliveryRow)
+            .where(
+                _D.department == receiver.department,
+                _D.status == DeliveryStatus.PENDING.value,
+                _D.leased_until > now,
+            )
+        )
+        if phase is BreakerPhase.HALF_OPEN:
+            return 1 if not in_flight else 0
+        return min(capacity, self._settings.delivery_concurrency_per_department - (in_flight or 0))
+
+    async def _deliver(self, delivery: Leased) -> None:
+        attempt = await self._attempt(delivery)
+        try:
+            await self._record(delivery, attempt)
+        except Exception as exc:  # the lease runs out and the delivery is tried again
+            log.warning("delivery %s not recorded: %s", delivery.delivery_id, type(exc).__name__)
+        self._runtime.relay.wake()
+
+    async def _attempt(self, delivery: Leased) -> Attempt:
+        body = json.dumps(delivery.payload, ensure_ascii=False, separators=(",", ":")).encode()
+        current, *following = self._secrets[delivery.department]
         headers = signed_headers(
-            secret=self._secrets[row.department],
-            msg_id=row.delivery_id,
+            secret=current,
+            also=following,
+            msg_id=delivery.delivery_id,
             now=self._runtime.clock.now(),
             body=body,
         )
@@ -128,7 +322,7 @@ class Deliverer:
         started = loop.time()
         try:
             response = await self._client.post(
-                row.url,
+                delivery.url,
                 content=body,
                 headers=headers,
                 timeout=self._settings.delivery_timeout_seconds,
@@ -136,48 +330,106 @@ class Deliverer:
         except httpx.HTTPError as exc:
             return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], loop.time() - started)
         error = None if response.is_success else f"HTTP {response.status_code}"
-        return Attempt(response.status_code, error, loop.time() - started)
+        return Attempt(
+            response.status_code,
+            error,
+            loop.time() - started,
+            response.headers.get("retry-after"),
+        )
 
-    async def _record(self, session: AsyncSession, row: DeliveryRow, attempt: Attempt) -> None:
+    async def _record(self, delivery: Leased, attempt: Attempt) -> None:
+        settings = self._settings
+        metrics = self.metrics
         now = self._runtime.clock.now()
         outcome = classify(attempt.status_code)
-        row.attempts += 1
-        row.last_status_code = attempt.status_code
-        row.last_error = attempt.error
-        self._metrics.seconds.labels(row.department).observe(attempt.seconds)
-        with log_context(case_id=row.case_id):
-            if outcome is Outcome.DELIVERED:
-                row.status = DeliveryStatus.DELIVERED.value
-                row.delivered_at = now
-                row.next_attempt_at = None
-                await self._assign(session, row)
-            elif outcome is Outcome.GONE or row.attempts >= self._settings.delivery_max_attempts:
-                row.status = DeliveryStatus.DEAD.value
-                row.next_attempt_at = None
-                log.error(
-                    "delivery %s to %s dead after %d attempts: %s",
-                    row.delivery_id,
-                    row.department,
-                    row.attempts,
-                    attempt.error,
-                )
-            else:
-                row.next_attempt_at = next_attempt_at(
-                    attempts=row.attempts,
-                    now=now,
-                    base_seconds=self._settings.delivery_base_delay_seconds,
-                    max_seconds=self._settings.delivery_max_delay_seconds,
-                    jitter=self._random.random(),
-                )
-                log.warning(
-                    "delivery %s to %s failed (attempt %d): %s",
-                    row.delivery_id,
-                    row.department,
-                    row.attempts,
-                    attempt.error,
-                )
-        label = "retry" if row.status == DeliveryStatus.PENDING.value else row.status
-        self._metrics.attempts.labels(row.department, label).inc()
+        department = delivery.department
+        metrics.seconds.labels(department).observe(attempt.seconds)
+        async with self._runtime.sessions() as session, session.begin():
+            row = await session.get(DeliveryRow, delivery.delivery_id, with_for_update=True)
+            if row is None or row.status != DeliveryStatus.PENDING.value:
+                return  # finished meanwhile (a lease that ran out, taken again elsewhere)
+            await ensure_receivers(session, [department], now)
+            receiver = await session.get(ReceiverRow, department, with_for_update=True)
+            assert receiver is not None  # noqa: S101  # ensured just above
+            row.attempts += 1
+            row.last_status_code = attempt.status_code
+            row.last_error = attempt.error
+            row.leased_until = None
+            label = outcome.value
+            with log_context(case_id=row.case_id):
+                if outcome is Outcome.GONE:
+                    self._disable(receiver, row, now)
+                else:
+                    self._breaker(receiver, succeeded=outcome is Outcome.DELIVERED, now=now)
+                if outcome is Outcome.DELIVERED:
+                    row.status = DeliveryStatus.DELIVERED.value
+                    row.delivered_at = now
+                    row.next_attempt_at = None
+                    latency = (now - row.created_at).total_seconds()
+                    metrics.latency.labels(department).observe(max(0.0, latency))
+                    await self._assign(session, row)
+                elif outcome is Outcome.RETRY and row.attempts >= settings.delivery_max_attempts:
+                    row.status = DeliveryStatus.DEAD.value
+                    row.next_attempt_at = None
+                    label = DeliveryStatus.DEAD.value
+                    metrics.dead_lettered.labels(department).inc()
+                    log.error(
+                        "delivery %s to %s is a dead letter after %d attempts: %s",
+                        row.delivery_id,
+                        department,
+                        row.attempts,
+                        attempt.error,
+                    )
+                elif outcome is Outcome.RETRY:
+                    row.next_attempt_at = next_attempt_at(
+                        attempts=row.attempts,
+                        now=now,
+                        base_seconds=settings.delivery_base_delay_seconds,
+                        max_seconds=settings.delivery_max_delay_seconds,
+                        jitter=self._random.random(),
+                        retry_after=retry_after_seconds(
+                            attempt.status_code, attempt.retry_after, now=now
+                        ),
+                    )
+                    log.warning(
+                        "delivery %s to %s failed (attempt %d): %s",
+                        row.delivery_id,
+                        department,
+                        row.attempts,
+                        attempt.error,
+                    )
+        metrics.attempts.labels(department, label).inc()
+
+    def _disable(self, receiver: ReceiverRow, row: DeliveryRow, now: datetime) -> None:
+        """410 Gone: the endpoint is gone for every delivery; they wait for an operator."""
+        row.next_attempt_at = now  # due again as soon as the receiver is enabled
+        if not receiver.disabled:
+            receiver.disabled = True
+            receiver.disabled_at = now
+            receiver.reason = f"HTTP 410 Gone answering delivery {row.delivery_id}"
+            receiver.updated_at = now
+            log.error("receiver of %s disabled: it answered 410 Gone", row.department)
+
+    def _breaker(self, receiver: ReceiverRow, *, succeeded: bool, now: datetime) -> None:
+        settings = self._settings
+        before = breaker_of(receiver)
+        after = breaker_after(
+            before,
+            succeeded=succeeded,
+            now=now,
+            threshold=settings.delivery_breaker_failures,
+            cooldown_seconds=settings.delivery_breaker_cooldown_seconds,
+            max_cooldown_seconds=settings.delivery_breaker_max_cooldown_seconds,
+        )
+        if after != before:
+            _keep(receiver, after, now)
+        if after.open_until is not None and after.open_until != before.open_until:
+            log.warning(
+                "circuit of %s open for %.0f s after %d consecutive failures",
+                receiver.department,
+                after.cooldown_seconds,
+                after.failures,
+            )
 
     async def _assign(self, session: AsyncSession, row: DeliveryRow) -> None:
         case = await session.get(CaseRow, row.case_id, with_for_update=True)

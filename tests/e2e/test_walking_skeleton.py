@@ -29,7 +29,9 @@ def _secrets_env(config: Path) -> dict[str, str]:
 
     refdata = load_reference_data(config)
     return {
-        d.receiver.secret_env: department_secret(code) for code, d in refdata.departments.items()
+        d.receiver.secret_env: department_secret(code)
+        for code, d in refdata.departments.items()
+        if d.receiver.kind == "webhook"
     }
 
 

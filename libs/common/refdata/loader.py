@@ -203,11 +203,34 @@ def read_source(
     try:
         model = schema.model_validate(document.data)
     except ValidationError as error:
-        return None, [
-            ConfigIssue(file, document.line_of(detail["loc"]), schema_reason(detail))
+        details = [
+            {**detail, "loc": without_union_tags(detail["loc"], document.data)}
             for detail in error.errors()
         ]
+        return None, [
+            ConfigIssue(file, document.line_of(detail["loc"]), schema_reason(detail))  # type: ignore[arg-type]
+            for detail in details
+        ]
     return Source(file=file, raw=raw, document=document, model=model), []
+
+
+def without_union_tags(loc: Iterable[str | int], data: object) -> tuple[str | int, ...]:
+    """The path as the file spells it: pydantic puts the tag of a union discriminated by `kind`
+    (a receiver's `webhook`/`pull`) into the path; a reader knows `receiver.url`."""
+    kept: list[str | int] = []
+    node = data
+    for part in loc:
+        tag = isinstance(node, dict) and part not in node and part == node.get("kind")
+        if tag and isinstance(part, str):
+            continue
+        kept.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(kept)
 
 
 def schema_reason(detail: ErrorDetails) -> str:

@@ -6,6 +6,7 @@ The `*Spec` and `*File` models are the file schema; `GridTree`, `GridMap`, `Rout
 validated every file.
 """
 
+import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pydantic import (
     Strict,
     StrictBool,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -324,21 +326,102 @@ ApiKeyEnvName = Annotated[str, _env_name("key_env", "key")]
 ShortCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 
 
+ReporterSharing = Literal["full", "masked", "none"]
+# Hosts a receiver may never be: cloud metadata services answer there with credentials.
+METADATA_HOSTS = frozenset({"metadata.google.internal", "169.254.169.254", "100.100.100.200"})
+_LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if host == "localhost" or host.endswith(".localhost"):
+        return ipaddress.ip_address("127.0.0.1")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a DNS name
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return mapped or address  # ::ffff:169.254.169.254 is 169.254.169.254
+
+
+def url_problem(url: AnyHttpUrl, *, allow_private: bool) -> str | None:
+    """Why a receiver may not be reached at `url` (SSRF guard), or None if it may.
+
+    Only literal addresses and well-known names are judged: names are not resolved here."""
+    host = (url.host or "").strip("[]").rstrip(".").lower()
+    address = _address(host)
+    problem = None
+    if url.scheme not in {"http", "https"}:
+        problem = f"scheme must be http or https, got {url.scheme!r}"
+    elif host in METADATA_HOSTS:
+        problem = f"host {host!r} is a cloud metadata service"
+    elif address is None:
+        pass
+    elif address.is_unspecified:
+        problem = f"host {host!r} is the unspecified address"
+    elif any(address in network for network in _LINK_LOCAL):
+        problem = f"host {host!r} is link-local"
+    elif (address.is_private or address.is_loopback) and not allow_private:
+        problem = (
+            f"host {host!r} is a private or loopback address;"
+            " set allow_private: true on the receiver to allow it"
+        )
+    return problem
+
+
 class WebhookReceiver(FrozenModel):
-    """Where a department receives cases: a Standard Webhooks endpoint."""
+    """Where a department receives cases: a Standard Webhooks endpoint.
+
+    `secret_env_next` names the next secret during a rotation: while both are set every delivery
+    carries two signatures. `reporter` says how much of the reporter (and of a proxy service's
+    beneficiary) the department gets; `allow_private` lets the URL be a private or loopback address.
+    """
 
     kind: Literal["webhook"]
+    allow_private: StrictBool = False  # before `url`: its validator reads it
     url: AnyHttpUrl
     secret_env: SecretEnvName
+    secret_env_next: SecretEnvName | None = None
+    reporter: ReporterSharing = "masked"
 
     @field_validator("url")
     @classmethod
-    def _no_credentials(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+    def _safe_url(cls, url: AnyHttpUrl, info: ValidationInfo) -> AnyHttpUrl:
         if url.username or url.password:
             raise ValueError("url must not contain credentials; name an env var in secret_env")
         if any(_SECRET_QUERY_KEY.search(key) for key, _ in url.query_params()):
             raise ValueError("url query must not carry secrets; name an env var in secret_env")
+        problem = url_problem(url, allow_private=bool(info.data.get("allow_private", False)))
+        if problem is not None:
+            raise ValueError(f"url refused: {problem}")
         return url
+
+    @model_validator(mode="after")
+    def _two_secrets(self) -> "WebhookReceiver":
+        if self.secret_env_next == self.secret_env:
+            raise ValueError("secret_env_next must name another variable than secret_env")
+        return self
+
+    @property
+    def secret_envs(self) -> tuple[str, ...]:
+        """The variables of the secrets in use: the current one, then the next one if any."""
+        return (
+            (self.secret_env,)
+            if self.secret_env_next is None
+            else (
+                self.secret_env,
+                self.secret_env_next,
+            )
+        )
+
+
+class PullReceiver(FrozenModel):
+    """A department that fetches its cases from its inbox in the department API (no webhook)."""
+
+    kind: Literal["pull"]
+    reporter: ReporterSharing = "masked"
+
+
+Receiver = Annotated[WebhookReceiver | PullReceiver, Field(discriminator="kind")]
 
 
 class Department(FrozenModel):
@@ -346,7 +429,7 @@ class Department(FrozenModel):
     name: Name
     short_name: Name
     short_code: ShortCode
-    receiver: WebhookReceiver
+    receiver: Receiver
 
 
 class DepartmentsFile(FrozenModel):

@@ -168,3 +168,11 @@ def test_a_sender_may_sign_with_both_secrets_during_a_rotation() -> None:
 def test_a_secret_that_is_not_base64_is_refused() -> None:
     with pytest.raises(SignatureError, match="not base64"):
         sign(secret="whsec_not base64!", msg_id=MSG_ID, timestamp=0, body=BODY)
+
+
+def test_a_rotation_sends_two_signatures_and_either_secret_verifies() -> None:
+    new_secret = "whsec_" + base64.b64encode(b"the-next-secret-of-32-bytes!!!!!").decode()
+    headers = signed_headers(secret=SECRET, msg_id=MSG_ID, now=NOW, body=BODY, also=[new_secret])
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    verify(secrets=[new_secret], headers=headers, body=BODY, now=NOW)
+    verify(secrets=[SECRET], headers=headers, body=BODY, now=NOW)

@@ -22,7 +22,7 @@ from libs.common.events import (
 from libs.common.ids import new_case_id
 from libs.common.topics import CASES_SUBMITTED, build_envelope
 from services.dispatch.models import CaseRow, DeliveryRow
-from tests.harness import WAIT_SECONDS, until
+from tests.harness import WAIT_SECONDS
 from tests.services.dispatch.conftest import DispatchStack
 
 
@@ -77,30 +77,6 @@ async def test_receiver_failing_then_recovering_gets_the_case_once_with_one_webh
         received.webhook_id,
     )
     assert stack.receiver.received.empty()
-
-
-async def test_gone_receiver_kills_the_delivery_and_the_case_stays_reported(
-    dispatch_stack: DispatchStack,
-) -> None:
-    stack = dispatch_stack
-    stack.receiver.fail_next("chengguan", 410)
-    case = make_case()
-    await stack.publisher.publish(CASES_SUBMITTED, case, key=case.case_id, now=datetime.now(UTC))
-    await stack.lifecycle.wait_for(_is(case.case_id, Transition.RECEIVED))  # type: ignore[arg-type]
-
-    async def dead() -> bool:
-        rows = await _rows(stack, DeliveryRow, case.case_id)
-        return bool(rows) and rows[0].status == "dead"
-
-    await until(dead)
-    [row] = await _rows(stack, CaseRow, case.case_id)
-    assert row.state == CaseState.REPORTED.value
-    assert not any(
-        isinstance(p, CaseLifecycleEvent)
-        and p.case_id == case.case_id
-        and p.transition is Transition.ASSIGNED
-        for _, p in stack.lifecycle.seen
-    )
 
 
 async def test_unrouted_case_goes_to_triage_and_is_not_delivered(

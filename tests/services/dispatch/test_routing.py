@@ -117,6 +117,7 @@ SHIPPED_DEPARTMENTS = {
     "city.illegal_ads": "chengguan",
     "city.road_damage": "chengguan",
     "city.manhole_cover": "chengguan",
+    "city.illegal_building": "chengguan",
     "safety.hazard": "yingji",
     "safety.fire": "xiaofang",
     "dispute.neighbour": "zongzhi",

@@ -81,6 +81,7 @@ def make_department(
             f"    short_code: {short_code}",
             "    receiver:",
             "      kind: webhook",
+            "      allow_private: true",
             f"      url: {url}",
             f"      secret_env: {env_name}",
         ]

@@ -173,6 +173,18 @@ def test_credentials_in_the_url_are_refused(tmp_path: Path) -> None:
     )
 
 
+def test_a_link_local_url_is_refused_naming_the_field(tmp_path: Path) -> None:
+    departments = make_departments(make_department(url="http://169.254.169.254/latest"))
+
+    issue = only_issue(write_config(tmp_path, departments=departments))
+
+    assert issue.line == line_with(departments, "url:")
+    assert issue.reason == (
+        "departments[0].receiver.url: url refused: host '169.254.169.254'"
+        " is a cloud metadata service"
+    )
+
+
 def test_a_corrupted_credit_code_is_refused(tmp_path: Path) -> None:
     departments = make_departments(make_department(code=USCC[:-1] + "Y"))
 

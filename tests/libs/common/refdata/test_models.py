@@ -27,6 +27,7 @@ def make_department(**changes: Any) -> dict[str, Any]:
         "short_code": "chengguan",
         "receiver": {
             "kind": "webhook",
+            "allow_private": True,
             "url": "http://127.0.0.1:8090/departments/chengguan",
             "secret_env": "GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN",
         },
@@ -34,7 +35,7 @@ def make_department(**changes: Any) -> dict[str, Any]:
     return department | changes
 
 
-def make_receiver(**changes: str) -> dict[str, Any]:
+def make_receiver(**changes: object) -> dict[str, Any]:
     return make_department(receiver=make_department()["receiver"] | changes)
 
 
@@ -74,8 +75,73 @@ def test_a_receiver_must_name_its_secret_not_hold_it(receiver: dict[str, str]) -
 
 
 def test_an_unknown_field_such_as_an_inline_secret_is_refused() -> None:
-    with pytest.raises(ValidationError, match=r"receiver\.secret"):
+    with pytest.raises(ValidationError, match=r"receiver\.webhook\.secret"):
         Department.model_validate(make_receiver(secret="whsec_abc"))
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (
+            "http://169.254.169.254/latest/meta-data",
+            "'169.254.169.254' is a cloud metadata service",
+        ),
+        ("http://metadata.google.internal/hook", "is a cloud metadata service"),
+        ("http://100.100.100.200/hook", "is a cloud metadata service"),
+        ("http://169.254.10.1/hook", "'169.254.10.1' is link-local"),
+        ("http://[fe80::1]/hook", "'fe80::1' is link-local"),
+        ("http://0.0.0.0:8090/hook", "'0.0.0.0' is the unspecified address"),
+        ("http://10.1.2.3/hook", "private or loopback address; set allow_private: true"),
+        ("http://127.0.0.1:8090/hook", "private or loopback address"),
+        ("http://localhost:8090/hook", "private or loopback address"),
+        ("http://[::1]/hook", "private or loopback address"),
+    ],
+)
+def test_receiver_urls_that_could_reach_inside_are_refused(url: str, reason: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(reason)) as refused:
+        Department.model_validate(make_receiver(url=url, allow_private=False))
+    assert "receiver.webhook.url" in str(refused.value)
+
+
+def test_a_private_address_needs_allow_private_but_link_local_never_passes() -> None:
+    allowed = Department.model_validate(make_receiver(url="http://10.1.2.3/hook"))
+    assert str(allowed.receiver.url) == "http://10.1.2.3/hook"  # type: ignore[union-attr]
+    with pytest.raises(ValidationError, match="link-local"):
+        Department.model_validate(make_receiver(url="http://169.254.1.1/hook"))
+    public = Department.model_validate(
+        make_receiver(url="https://hooks.example.org/gridflow", allow_private=False)
+    )
+    assert public.receiver.kind == "webhook"
+
+
+def test_a_pull_receiver_has_neither_url_nor_secret() -> None:
+    pull = Department.model_validate(make_department(receiver={"kind": "pull", "reporter": "none"}))
+    assert pull.receiver.kind == "pull" and pull.receiver.reporter == "none"
+    with pytest.raises(ValidationError):
+        Department.model_validate(
+            make_department(receiver={"kind": "pull", "url": "https://example.org/x"})
+        )
+
+
+def test_the_reporter_setting_defaults_to_masked_and_takes_three_values() -> None:
+    assert Department.model_validate(make_department()).receiver.reporter == "masked"
+    assert Department.model_validate(make_receiver(reporter="full")).receiver.reporter == "full"
+    with pytest.raises(ValidationError, match="reporter"):
+        Department.model_validate(make_receiver(reporter="everything"))
+
+
+def test_a_rotation_names_a_second_variable() -> None:
+    rotating = Department.model_validate(
+        make_receiver(secret_env_next="GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN_NEXT")
+    )
+    assert rotating.receiver.secret_envs == (  # type: ignore[union-attr]
+        "GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN",
+        "GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN_NEXT",
+    )
+    with pytest.raises(ValidationError, match="another variable"):
+        Department.model_validate(
+            make_receiver(secret_env_next="GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN")
+        )
 
 
 @pytest.mark.parametrize("code", ["city", "City.garbage", "city.garbage.bags", "city.垃圾", "1.x"])

@@ -14,6 +14,7 @@ from libs.common.refdata.models import (
     CategoryForm,
     GridLevel,
     ReferenceData,
+    WebhookReceiver,
     uscc_check_char,
 )
 
@@ -75,6 +76,8 @@ def test_departments_by_short_code_and_by_credit_code(shipped: ReferenceData) ->
 
     assert shipped.department_by_code(chengguan.code) == chengguan
     assert shipped.department_by_code("914302810000000000") is None
+    assert isinstance(chengguan.receiver, WebhookReceiver)
+    assert chengguan.receiver.allow_private  # the demo receiver listens on 127.0.0.1
     assert str(chengguan.receiver.url) == "http://127.0.0.1:8090/departments/chengguan"
     assert chengguan.receiver.secret_env == "GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN"
 
