@@ -11,13 +11,14 @@ services.dispatch`) configured through environment variables only:
    plus generated town / town × category prefix / village / keyword routes (bench/routing_tree.py).
 2. **pre-fill**: `--cases` CaseSubmitted events (categories that route to all 8 departments,
    random unit grids) published with `libs.common.kafka.Publisher` to `cases.submitted`, and the
-   same records to a raw input topic.
+   same records, 5 copies each, to a raw input topic.
 3. **raw broker**: a plain aiokafka consumer reads the raw topic and, for each record, produces
    one record (acks=all, the settings of dispatch's producer), committing after each batch.
 4. **dispatch consumes** the backlog: it starts with every department's receiver pointed at a
    local receiver (bench/webhook_receiver.py) that holds requests unanswered, so deliveries wait.
    Measured from the database: first case stored → last `received` event acknowledged by the
-   broker (`outbox.published_at`).
+   broker (`outbox.published_at`). The held requests time out after 120 s (the settings' cap),
+   so `--cases` must be consumed within that (6,000 at ~100/s here; the run warns otherwise).
 5. **webhooks**: the receiver starts answering 200 (after checking each signature); measured:
    deliveries reaching status `delivered` in the database per second, and requests answered per
    second at the receiver. Then every `cases.lifecycle` record is counted (received + assigned).
@@ -73,6 +74,7 @@ API_SECRET = "bench-dispatch-api-secret-0123456789abcdef"  # noqa: S105  # a thr
 PARTITIONS = 4
 STALL_SECONDS = 60.0  # no progress for this long: the phase failed
 ROUTING_CASES = 5_000
+RAW_COPIES = 5  # the raw loop reads each pre-filled record this many times over
 # Categories whose cases the shipped tree routes to a department, between them all 8 of them.
 DELIVERED_CATEGORIES = (
     "city.garbage",
@@ -298,9 +300,10 @@ class CpuMeter:
 
 
 async def prefill(
-    cases: list[CaseSubmitted], *, bootstrap: str, names: TopicNames, raw: str
+    cases: list[CaseSubmitted], *, bootstrap: str, names: TopicNames, raw: str, raw_copies: int
 ) -> None:
-    """The backlog: each case on `cases.submitted` (Publisher) and the same record on `raw`."""
+    """The backlog: each case on `cases.submitted` (Publisher) and `raw_copies` times the same
+    record on `raw` (the raw loop is so much faster that it needs more records to time)."""
     now = datetime.now(UTC)
     envelopes = [
         build_envelope(CASES_SUBMITTED, c, source="gridflow/bench", key=c.case_id, now=now)
@@ -314,7 +317,7 @@ async def prefill(
         for start in range(0, len(envelopes), 2000):
             chunk = envelopes[start : start + 2000]
             futures = [await publisher.enqueue(CASES_SUBMITTED, e) for e in chunk]
-            futures += [await _send_raw(producer, raw, e) for e in chunk]
+            futures += [await _send_raw(producer, raw, e) for e in chunk * raw_copies]
             await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -443,12 +446,16 @@ async def consume_phase(observed: Observed, count: int) -> dict[str, Any]:
     first = await observed.value(sa.select(sa.func.min(cases.c.created_at)))
     stored = await observed.value(sa.select(sa.func.max(cases.c.created_at)))
     published = await observed.value(sa.select(sa.func.max(outbox.c.published_at)))
+    # the relay marks one batch with one published_at: distinct values = relay transactions
+    batches = await observed.count(sa.select(sa.func.count(sa.distinct(outbox.c.published_at))))
     seconds = (published - first).total_seconds()
     return {
         "cases": count,
         "seconds": round(seconds, 3),
         "per_second": round(count / seconds, 1),
         "stored_per_second": round(count / (stored - first).total_seconds(), 1),
+        "relay_batches": batches,
+        "events_per_relay_batch": round(count / batches, 2) if batches else None,
     }
 
 
@@ -516,11 +523,17 @@ async def dispatch_round(
     refdata = receiver_config(workdir / "config", f"http://127.0.0.1:{receiver_port}")
     backlog = submitted_cases(cases, refdata.grid, seed)
     print(f"  pre-filling {cases:,} cases …", flush=True)
-    await prefill(backlog, bootstrap=servers.bootstrap, names=names, raw=raw_in)
+    await prefill(
+        backlog, bootstrap=servers.bootstrap, names=names, raw=raw_in, raw_copies=RAW_COPIES
+    )
     del backlog
     print("  raw broker consume+produce …", flush=True)
     raw = await raw_phase(
-        bootstrap=servers.bootstrap, source=raw_in, sink=raw_out, group=f"{tag}-raw", count=cases
+        bootstrap=servers.bootstrap,
+        source=raw_in,
+        sink=raw_out,
+        group=f"{tag}-raw",
+        count=cases * RAW_COPIES,
     )
     receiver = WebhookReceiver(secrets={c: department_secret(c) for c in refdata.departments})
     server = await receiver.start(receiver_port)
@@ -769,7 +782,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"round {number}: cases.lifecycle {check[0]:,}/{check[1]:,} records;"
             f" receiver refused {hooks['receiver_refused']}, duplicates {hooks['duplicates']},"
-            f" dead {hooks['dead']}; CPU % (a) {result['dispatch']['cpu_percent']}"
+            f" dead {hooks['dead']}; relay: {result['dispatch']['events_per_relay_batch']}"
+            f" events per transaction; CPU % (a) {result['dispatch']['cpu_percent']}"
             f" (c) {hooks['cpu_percent']}"
         )
     if args.profile:
