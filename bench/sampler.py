@@ -63,6 +63,7 @@ def _where(frame: FrameType) -> str:
 class Phase:
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.ended: float | None = None  # when the next phase started
         self.samples = 0
         self.tasks: Counter[str] = Counter()
         self.leaf: Counter[str] = Counter()  # self time per function
@@ -95,7 +96,7 @@ class Phase:
             return [(name, round(100 * n / total, 1)) for name, n in counter.most_common(top)]
 
         return {
-            "seconds": round(time.monotonic() - self.started, 1),
+            "seconds": round((self.ended or time.monotonic()) - self.started, 1),
             "samples": self.samples,
             "percent_by_task": share(self.tasks, 20),
             "self_percent_by_package": share(self.leaf_groups, 20),
@@ -118,7 +119,12 @@ def main() -> None:
     out, module = Path(sys.argv[1]), sys.argv[3]
     sys.argv = [module, *sys.argv[4:]]
     phases = [Phase()]
-    signal.signal(signal.SIGUSR1, lambda *_: phases.append(Phase()))
+
+    def next_phase(*_: object) -> None:
+        phases[-1].ended = time.monotonic()
+        phases.append(Phase())
+
+    signal.signal(signal.SIGUSR1, next_phase)
 
     def sample(_: int, frame: FrameType | None) -> None:
         if frame is not None:
