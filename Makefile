@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check format lock clean bench-intake
+.PHONY: run test check format lock clean bench-intake bench-dispatch
 
 $(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,6 @@ clean:
 
 bench-intake: $(STAMP)  ## intake's accepted reports/s vs a trivial endpoint (docs/performance.md)
 	$(BIN)/python -m bench.intake
+
+bench-dispatch: $(STAMP)  ## dispatch's cases/s vs the raw broker, webhooks/s, routing p99 (docs/performance.md)
+	$(BIN)/python -m bench.dispatch
