@@ -65,7 +65,13 @@ from libs.common.envelope import Envelope, encode
 from libs.common.events import CaseSubmitted, Category, Location, Reporter, Source, Urgency
 from libs.common.ids import new_case_id
 from libs.common.kafka import Publisher, TopicNames, ensure_topics
-from libs.common.refdata import GridTree, ReferenceData, WeekdayCalendar, load_reference_data
+from libs.common.refdata import (
+    GridTree,
+    ReferenceData,
+    WebhookReceiver,
+    WeekdayCalendar,
+    load_reference_data,
+)
 from libs.common.topics import CASES_LIFECYCLE, CASES_SUBMITTED, CATALOGUE, build_envelope
 from services.dispatch.routing import route
 
@@ -218,7 +224,11 @@ def dispatch_environment(
         "GRIDFLOW_CONFIG_DIR": str(config_dir),
         "GRIDFLOW_KAFKA_PARTITIONS": str(PARTITIONS),
     }
-    secrets = {d.receiver.secret_env: department_secret(c) for c, d in refdata.departments.items()}
+    secrets = {
+        d.receiver.secret_env: department_secret(c)
+        for c, d in refdata.departments.items()
+        if isinstance(d.receiver, WebhookReceiver)
+    }
     return {**TUNABLE_DEFAULTS, **os.environ, **fixed, **secrets}
 
 
