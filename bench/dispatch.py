@@ -68,7 +68,6 @@ from libs.common.kafka import Publisher, TopicNames, ensure_topics
 from libs.common.refdata import (
     GridTree,
     ReferenceData,
-    WebhookReceiver,
     WeekdayCalendar,
     load_reference_data,
 )
