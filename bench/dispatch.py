@@ -71,6 +71,9 @@ from libs.common.refdata import (
     WeekdayCalendar,
     load_reference_data,
 )
+from libs.common.refdata import (
+    WebhookReceiver as WebhookConfig,
+)
 from libs.common.topics import CASES_LIFECYCLE, CASES_SUBMITTED, CATALOGUE, build_envelope
 from services.dispatch.routing import route
 
@@ -226,7 +229,7 @@ def dispatch_environment(
     secrets = {
         d.receiver.secret_env: department_secret(c)
         for c, d in refdata.departments.items()
-        if isinstance(d.receiver, WebhookReceiver)
+        if isinstance(d.receiver, WebhookConfig)
     }
     return {**TUNABLE_DEFAULTS, **os.environ, **fixed, **secrets}
 
