@@ -361,6 +361,77 @@ class CaseLifecycleEvent(Contract):
     )
 
 
+class VisitFrequency(StrEnum):
+    """How often a key resident must be visited (四必访): at least once in each such period."""
+
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    QUARTERLY = "quarterly"
+    HALF_YEARLY = "half_yearly"
+
+
+ResidentId = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the key resident's opaque id in the visit register (never a name or ID number)",
+    ),
+]
+
+
+class VisitOverdue(Contract):
+    """A key resident was not visited in a visit period: the worker's town centre is told."""
+
+    resident_id: ResidentId
+    category: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    frequency: VisitFrequency
+    worker_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    unit_grid: UnitGridCode
+    town: GridNodeCode = Field(description="the town whose centre follows the missed visit up")
+    period_start: Timestamp
+    period_end: Timestamp
+    last_visit_at: Timestamp | None = None
+    at: Timestamp
+
+
+AssessmentLevel = Literal["city", "town", "village", "unit_grid", "department", "worker"]
+Rate = Annotated[float, Field(ge=0, le=100)] | None
+
+
+class AssessmentPublished(Contract):
+    """The KPIs of one department, grid node or worker for one month or quarter (定时考核);
+    each formula is written down in docs/sla.md. A rate is a percentage rounded to two places,
+    or null when its denominator is 0 (or, for satisfaction, when nothing is known)."""
+
+    period: Annotated[str, Field(pattern=r"^[0-9]{4}-(?:[0-9]{2}|Q[1-4])$")]
+    period_start: Timestamp
+    period_end: Timestamp
+    level: AssessmentLevel
+    node: Annotated[str, Field(min_length=1, max_length=64)]
+    due: Count = Field(description="应结案数: handling deadlines in the period, or resolved in it")
+    closed: Count = Field(description="结案数: of those, resolved (办结)")
+    closed_on_time: Count = Field(description="按期结案数: resolved within the handling limit")
+    closure_rate: Rate = None
+    on_time_closure_rate: Rate = None
+    sign_due: Count = 0
+    signed_on_time: Count = 0
+    on_time_sign_rate: Rate = None
+    resolved: Count = 0
+    reworked: Count = 0
+    rework_rate: Rate = None
+    handled: Count = 0
+    extended: Count = 0
+    extension_rate: Rate = None
+    assigned: Count = 0
+    returned: Count = 0
+    return_rate: Rate = None
+    average_handling_hours: Annotated[float, Field(ge=0)] | None = None
+    satisfaction_rate: Rate = None
+    visits_due: Count = 0
+    visits_done: Count = 0
+    visit_rate: Rate = None
+
+
 class DeadLetter(Contract):
     """A record a consumer could not decode or handle after its bounded retries."""
 

@@ -11,10 +11,12 @@ from pydantic import ValidationError
 from libs.common.contract import Contract
 from libs.common.envelope import Envelope, EnvelopeError
 from libs.common.events import (
+    AssessmentPublished,
     CaseLifecycleEvent,
     CaseSubmitted,
     DeadLetter,
     SlaSignal,
+    VisitOverdue,
     VisitRecorded,
 )
 from libs.common.ids import new_event_id
@@ -68,6 +70,22 @@ SLA_SIGNALS = Topic(
     consumers=("dispatch",),
     events={"gridflow.sla.signal": SlaSignal},
 )
+VISITS_OVERDUE = Topic(
+    name="visits.overdue",
+    key="resident_id",
+    description="Key residents not visited in a visit period (四必访), for the worker's town centre.",
+    producers=("sla",),
+    consumers=("operators",),
+    events={"gridflow.visit.overdue": VisitOverdue},
+)
+ASSESSMENTS = Topic(
+    name="assessments.published",
+    key="<level>:<node>",
+    description="The KPIs of every department, grid node and worker, per month and quarter.",
+    producers=("sla",),
+    consumers=("operators",),
+    events={"gridflow.assessment.published": AssessmentPublished},
+)
 DEADLETTER = Topic(
     name="deadletter",
     key="original record key, else <topic>/<partition>",
@@ -82,6 +100,8 @@ CATALOGUE: tuple[Topic, ...] = (
     CASES_LIFECYCLE,
     VISITS_RECORDED,
     SLA_SIGNALS,
+    VISITS_OVERDUE,
+    ASSESSMENTS,
     DEADLETTER,
 )
 

@@ -13,13 +13,15 @@ from libs.common.auth import TokenVerifier
 from libs.common.clock import Clock, SystemClock
 from libs.common.kafka import ConsumerLoop
 from libs.common.runtime import Runtime
-from libs.common.topics import CASES_LIFECYCLE
+from libs.common.topics import CASES_LIFECYCLE, VISITS_RECORDED
 from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
 from services.sla import api
 from services.sla.config import ConfigWatcher, SlaConfig, recompute_provisional
 from services.sla.consumer import LifecycleClocks
 from services.sla.firing import Firer
+from services.sla.obligations import RecordedVisits, VisitWatch, sync_register
 from services.sla.settings import SlaSettings
+from services.sla.visits import VISITS_FILE, Register, load_register
 
 VERSIONS = Path(__file__).parent / "migrations"
 
@@ -68,6 +70,36 @@ def create_app(settings: SlaSettings, *, clock: Clock | None = None) -> FastAPI:
             app.state.consumer = consumer
             runtime.spawn(consumer.run(), stop=consumer.stop, name="cases-lifecycle")
             runtime.add_check("consumer", consumer.joined.is_set)
+            visits_file = settings.config_dir / VISITS_FILE
+            register = (
+                load_register(visits_file, against=runtime.refdata)
+                if visits_file.exists()
+                else Register("Asia/Shanghai", {})
+            )
+            await sync_register(runtime, register)
+            watch = VisitWatch(
+                runtime=runtime,
+                timezone=lambda: register.timezone,
+                batch=settings.fire_batch,
+                poll_seconds=settings.fire_poll_seconds,
+            )
+            app.state.visit_watch = watch
+            runtime.spawn(watch.run(), stop=watch.stop, name="visit-watch")
+            visits = ConsumerLoop(
+                settings=settings,
+                topic=VISITS_RECORDED,
+                group_id=f"{settings.consumer_group}-visits",
+                handler=RecordedVisits(
+                    runtime=runtime, consumer="sla.visits", on_commit=watch.wake
+                ),
+                publisher=runtime.publisher,
+                clock=runtime.clock,
+                metrics=runtime.consumer_metrics,
+                names=runtime.names,
+            )
+            app.state.visits = visits
+            runtime.spawn(visits.run(), stop=visits.stop, name="visits-recorded")
+            runtime.add_check("visits_consumer", visits.joined.is_set)
             yield
         finally:
             await runtime.stop()

@@ -8,8 +8,6 @@ due meanwhile is sent on start — once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -22,6 +20,7 @@ from libs.common.outbox import stage
 from libs.common.runtime import Runtime
 from libs.common.topics import SLA_SIGNALS
 from services.sla.clocks import Clockwork
+from services.sla.loop import DueLoop
 from services.sla.models import TimerRow
 from services.sla.store import to_timer, write
 from services.sla.timers import Signal, fire
@@ -72,7 +71,7 @@ def contract(signal: Signal, *, city: str) -> SlaSignal:
     )
 
 
-class Firer:
+class Firer(DueLoop):
     def __init__(
         self,
         *,
@@ -81,44 +80,16 @@ class Firer:
         batch: int,
         poll_seconds: float,
     ) -> None:
-        self._runtime = runtime
+        super().__init__(runtime=runtime, batch=batch, poll_seconds=poll_seconds)
         self._clocks = clocks
-        self._batch = batch
-        self._poll = poll_seconds
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
         self.metrics = FiringMetrics(runtime)
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                fired = await self.fire_due()
-            except Exception as exc:  # database away: the timers are still there
-                log.warning("firing round failed: %s", type(exc).__name__)
-                fired = 0
-                await asyncio.sleep(1)
-            if fired < self._batch:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=await self._idle())
-
-    async def _idle(self) -> float:
-        """Sleep until the next point is due (or the poll interval, if sooner)."""
+    async def soonest(self) -> datetime | None:
         async with self._runtime.sessions() as session:
             soonest: datetime | None = await session.scalar(
                 sa.select(sa.func.min(TimerRow.next_fire_at))
             )
-        if soonest is None:
-            return self._poll
-        wait = (soonest - self._runtime.clock.now()).total_seconds()
-        return min(max(wait, 0.0), self._poll)
+        return soonest
 
     async def fire_due(self) -> int:
         """Send the signals of one batch of due timers; how many signals were sent."""

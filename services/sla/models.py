@@ -55,3 +55,35 @@ class CaseClockRow(SQLModel, table=True):
     unit_grid: str | None = None
     department: str | None = None
     updated_at: datetime = _when()
+
+
+class VisitObligationRow(SQLModel, table=True):
+    """A key resident's visit obligation in its current period (四必访)."""
+
+    __tablename__ = "sla_visit_obligations"
+
+    resident_id: str = Field(primary_key=True)
+    category: str
+    frequency: str
+    unit_grid: str
+    worker_id: str
+    period_start: datetime = _when()
+    period_end: datetime = _when()
+    last_visit_at: datetime | None = _when(nullable=True)
+    active: bool = True
+
+
+class VisitPeriodRow(SQLModel, table=True):
+    """A visit period that ended: fulfilled or overdue (what assessments count)."""
+
+    __tablename__ = "sla_visit_periods"
+
+    resident_id: str = Field(primary_key=True)
+    period_start: datetime = Field(
+        sa_column=sa.Column(sa.DateTime(timezone=True), primary_key=True)
+    )
+    period_end: datetime = _when()
+    category: str
+    unit_grid: str
+    worker_id: str
+    fulfilled: bool

@@ -314,7 +314,8 @@ def _build(spec: PolicyFile, raw: bytes) -> PolicySet:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m services.sla.policies check [--config DIR] [FILE]`: validate a policy file."""
+    """`python -m services.sla.policies check [--config DIR] [FILE]`: validate a policy file (and
+    the folder's visits.yaml, when there is one)."""
     import argparse  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
@@ -325,14 +326,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", nargs="?", type=Path, help="default: <config>/sla.yaml")
     parser.add_argument("--config", type=Path, default=Path("config"), help="reference data")
     args = parser.parse_intermixed_args(argv)
+    from services.sla.visits import VISITS_FILE, load_register  # noqa: PLC0415
+
+    visits = args.config / VISITS_FILE
     try:
         refdata = load_reference_data(args.config)
         policies = load_policies(args.file or args.config / POLICY_FILE, against=refdata)
+        register = load_register(visits, against=refdata) if visits.exists() else None
     except ConfigError as error:
         for issue in error.issues:
             print(issue, file=sys.stderr)  # noqa: T201  # a command-line tool
         return 1
-    print(f"OK: {len(policies)} policies (version {policies.version})")  # noqa: T201
+    residents = f"; {len(register.residents)} key residents" if register else ""
+    print(f"OK: {len(policies)} policies (version {policies.version}){residents}")  # noqa: T201
     return 0
 
 

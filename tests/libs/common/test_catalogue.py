@@ -36,6 +36,30 @@ from libs.common.topics import CATALOGUE
 CASE_ID = "C01JDQ7Y8XW2N3K4M5P6Q7R8S9T"
 
 EXAMPLES: dict[str, dict[str, Any]] = {
+    "gridflow.visit.overdue": {
+        "resident_id": "R0001",
+        "category": "elderly_alone",
+        "frequency": "weekly",
+        "worker_id": "W0001",
+        "unit_grid": "430281001001001",
+        "town": "430281001",
+        "period_start": "2026-11-16T00:00:00+08:00",
+        "period_end": "2026-11-23T00:00:00+08:00",
+        "last_visit_at": "2026-11-12T10:30:00+08:00",
+        "at": "2026-11-23T00:00:00+08:00",
+    },
+    "gridflow.assessment.published": {
+        "period": "2026-11",
+        "period_start": "2026-11-01T00:00:00+08:00",
+        "period_end": "2026-12-01T00:00:00+08:00",
+        "level": "city",
+        "node": "430281",
+        "due": 972,
+        "closed": 911,
+        "closed_on_time": 737,
+        "closure_rate": 93.72,
+        "on_time_closure_rate": 75.82,
+    },
     "gridflow.case.submitted": {
         "case_id": CASE_ID,
         "source": "hotline",

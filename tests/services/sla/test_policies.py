@@ -130,7 +130,8 @@ def test_a_ladder_must_climb(tmp_path: Path) -> None:
 
 def test_the_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--config", str(REPO_CONFIG)]) == 0
-    assert capsys.readouterr().out.startswith("OK: 9 policies (version v1-")
+    out = capsys.readouterr().out
+    assert out.startswith("OK: 9 policies (version v1-") and out.endswith("; 6 key residents\n")
     bad = write(tmp_path, GOOD.replace("city.garbage", "city.nothing"))
     assert main(["check", "--config", str(REPO_CONFIG), str(bad)]) == 1
     assert "unknown category 'city.nothing'" in capsys.readouterr().err
