@@ -15,8 +15,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from libs.common.auth import AuthError, Principal, TokenVerifier
+from libs.common.events import AssessmentLevel
 from libs.common.runtime import Runtime
 from libs.common.web import ApiError, bearer_token
+from services.sla.assessing import assessments
+from services.sla.assessments import Period
 from services.sla.config import SlaConfig
 from services.sla.models import CaseClockRow, TimerRow
 from services.sla.policies import ClockKind, parse_duration
@@ -57,6 +60,7 @@ def _timer(row: TimerRow) -> dict[str, Any]:
         "next_signal_at": row.next_fire_at.isoformat() if row.next_fire_at else None,
         "stopped_at": row.stopped_at.isoformat() if row.stopped_at else None,
         "outcome": row.outcome,
+        "extended": row.extended,
     }
 
 
@@ -174,6 +178,49 @@ async def calendar_working_time(
             "clock": clock.value,
         }
     )
+
+
+@router.get(
+    "/assessments",
+    summary="KPIs per department, grid node or worker for a month (2026-11) or quarter (2026-Q4)",
+    openapi_extra=_SECURITY,
+)
+async def assessments_of(
+    request: Request,
+    period: Annotated[str, Query(pattern=r"^[0-9]{4}-(?:[0-9]{2}|Q[1-4])$")],
+    level: Annotated[AssessmentLevel, Query()] = "city",
+    node: Annotated[str | None, Query(max_length=64)] = None,
+) -> JSONResponse:
+    runtime, principal = _caller(request)
+    try:
+        span = Period.parse(period)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", str(exc), "query.period") from exc
+    rows = await assessments(runtime, span, level, _config(request).clocks)
+    visible = _assessment_scope(runtime, principal, level)
+    chosen = [row for row in rows if visible(row.node) and (node is None or row.node == node)]
+    return JSONResponse(
+        {
+            "period": span.name,
+            "level": level,
+            "assessments": [r.model_dump(mode="json") for r in chosen],
+        }
+    )
+
+
+def _assessment_scope(runtime: Runtime, principal: Principal, level: str) -> Any:
+    """A department sees its own row; an operator the grid nodes of its subtree (the city's
+    operators everything, departments and workers included)."""
+    if principal.role == "department":
+        if level != "department":
+            raise AuthError(403, "a department reads its own department assessment only")
+        return lambda node: node == principal.subject
+    nodes = [n for n in principal.grids if n in runtime.refdata.grid]
+    if runtime.refdata.grid.city.code in nodes:
+        return lambda node: True
+    if level in ("department", "worker", "city"):
+        raise AuthError(403, f"{level} assessments are for the city centre's operators")
+    return lambda node: any(node.startswith(n) for n in nodes)
 
 
 def _aware(moment: datetime, path: str) -> datetime:

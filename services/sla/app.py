@@ -16,6 +16,7 @@ from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE, VISITS_RECORDED
 from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
 from services.sla import api
+from services.sla.assessing import Assessor
 from services.sla.config import ConfigWatcher, SlaConfig, recompute_provisional
 from services.sla.consumer import LifecycleClocks
 from services.sla.firing import Firer
@@ -100,6 +101,11 @@ def create_app(settings: SlaSettings, *, clock: Clock | None = None) -> FastAPI:
             app.state.visits = visits
             runtime.spawn(visits.run(), stop=visits.stop, name="visits-recorded")
             runtime.add_check("visits_consumer", visits.joined.is_set)
+            assessor = Assessor(
+                runtime=runtime, clocks=lambda: config.clocks, interval=settings.assessment_seconds
+            )
+            app.state.assessor = assessor
+            runtime.spawn(assessor.run(), stop=assessor.stop, name="assessments")
             yield
         finally:
             await runtime.stop()

@@ -40,6 +40,7 @@ class TimerRow(SQLModel, table=True):
     outcome: str | None = None
     unit_grid: str | None = None
     case_version: int
+    extended: bool = False
 
 
 class CaseClockRow(SQLModel, table=True):
@@ -87,3 +88,13 @@ class VisitPeriodRow(SQLModel, table=True):
     unit_grid: str
     worker_id: str
     fulfilled: bool
+
+
+class AssessmentRunRow(SQLModel, table=True):
+    """A period whose assessments were published (once)."""
+
+    __tablename__ = "sla_assessment_runs"
+
+    period: str = Field(primary_key=True)
+    published_at: datetime = _when()
+    events: int

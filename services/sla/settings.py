@@ -31,6 +31,12 @@ class SlaSettings(ServiceSettings):
         description="how often sla.yaml and calendar.yaml are checked for a change",
     )
 
+    assessment_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="how often this month's KPI gauges are recomputed and ended periods published",
+    )
+
     @field_validator("api_jwt_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:

@@ -34,6 +34,7 @@ def to_timer(row: TimerRow) -> Timer:
         outcome=row.outcome,
         unit_grid=row.unit_grid,
         case_version=row.case_version,
+        extended=row.extended,
     )
 
 
@@ -70,4 +71,5 @@ def write(timer: Timer, row: TimerRow | None = None) -> TimerRow:
     row.outcome = timer.outcome
     row.unit_grid = timer.unit_grid
     row.case_version = timer.case_version
+    row.extended = timer.extended
     return row

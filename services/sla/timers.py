@@ -17,7 +17,7 @@ is sent once.
 |---|---|
 | assigned, reassigned, reopened | stop the running ones; sign-for starts for the department |
 | signed | sign-for stops; handling starts |
-| resolved | handling stops; verification starts |
+| resolved | handling stops; verification starts (the grid centre's; it names the department) |
 | verified | verification stops |
 | rework (verification failed) | verification stops; handling restarts, or resumes (`keep`) |
 | returned, triaged, closed, cancelled, merged | everything stops |
@@ -70,6 +70,7 @@ class Timer:
     outcome: str | None = None  # the transition that stopped it
     unit_grid: str | None = None
     case_version: int = 1
+    extended: bool = False  # an extension was approved (延期)
     id: int | None = None  # the database row; None until stored
 
     @property
@@ -146,7 +147,7 @@ def _extend(timer: Timer, at: datetime, until: datetime, clocks: Clockwork) -> T
     """Resume with the granted date as the deadline: the limit grows to what is used plus the
     clock time left until then; points already passed stay passed, later ones are sent."""
     limit = timer.used + clocks.between(timer.clock, at, until)
-    extended = replace(timer, status=TimerStatus.RUNNING, anchor=at, limit=limit)
+    extended = replace(timer, status=TimerStatus.RUNNING, anchor=at, limit=limit, extended=True)
     passed = sum(1 for _, consumed, _ in extended.points if consumed <= timer.used)
     return schedule(replace(extended, fired=max(passed, 0)), clocks)
 
@@ -225,7 +226,8 @@ def apply(  # noqa: PLR0912  # one branch per transition reads best as the table
         result += _start(event, SlaStage.HANDLE, event.department, policies, clocks)
     elif move is _T.RESOLVED:
         stop_where(SlaStage.HANDLE)
-        result += _start(event, SlaStage.VERIFY, None, policies, clocks)
+        # the grid centre verifies; the clock names the department whose result it is
+        result += _start(event, SlaStage.VERIFY, event.department, policies, clocks)
     elif move is _T.VERIFIED:
         stop_where(SlaStage.VERIFY)
     elif move is _T.REWORK:

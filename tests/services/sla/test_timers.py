@@ -205,7 +205,7 @@ def test_rework_restarts_the_handling_clock_by_default() -> None:
     [verify] = case.live()
     assert (verify.stage, verify.department, verify.clock) == (
         SlaStage.VERIFY,
-        None,
+        "chengguan",
         ClockKind.WORKING_DAYS,
     )
     assert verify.due_at == at("2026-11-24 11:00")  # one working day
