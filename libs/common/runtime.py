@@ -18,11 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from libs.common.clock import Clock
 from libs.common.db import create_engine, migrate, ping, session_factory
-from libs.common.kafka import ConsumerMetrics, Publisher, TopicNames, ensure_topics
+from libs.common.kafka import (
+    ConsumerLoop,
+    ConsumerMetrics,
+    Handler,
+    Publisher,
+    TopicNames,
+    ensure_topics,
+)
 from libs.common.outbox import OutboxMetrics, OutboxRelay
 from libs.common.refdata import ConfigError, ReferenceData, load_reference_data
 from libs.common.settings import ServiceSettings
-from libs.common.topics import CATALOGUE
+from libs.common.topics import CATALOGUE, Topic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,6 +127,23 @@ class Runtime:
         self._tasks.append(task)
         self._stoppers.append(stop)
         return task
+
+    def consume(self, topic: Topic, *, group_id: str, handler: Handler, check: str) -> ConsumerLoop:
+        """Consume `topic` in `group_id` with `handler`, as a task of this runtime; readiness
+        waits (check `check`) until the loop has joined its group."""
+        loop = ConsumerLoop(
+            settings=self.settings,
+            topic=topic,
+            group_id=group_id,
+            handler=handler,
+            publisher=self.publisher,
+            clock=self.clock,
+            metrics=self.consumer_metrics,
+            names=self.names,
+        )
+        self.spawn(loop.run(), stop=loop.stop, name=topic.name)
+        self.add_check(check, loop.joined.is_set)
+        return loop
 
     def add_check(self, name: str, check: Callable[[], bool]) -> None:
         """A readiness condition of the service's own (e.g. a consumer has joined its group)."""

@@ -11,7 +11,6 @@ from fastapi import FastAPI
 
 from libs.common.auth import TokenVerifier
 from libs.common.clock import Clock, SystemClock
-from libs.common.kafka import ConsumerLoop
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE, VISITS_RECORDED
 from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
@@ -52,9 +51,8 @@ def create_app(settings: SlaSettings, *, clock: Clock | None = None) -> FastAPI:
             )
             app.state.firer = firer
             runtime.spawn(firer.run(), stop=firer.stop, name="sla-firing")
-            consumer = ConsumerLoop(
-                settings=settings,
-                topic=CASES_LIFECYCLE,
+            app.state.consumer = runtime.consume(
+                CASES_LIFECYCLE,
                 group_id=settings.consumer_group,
                 handler=LifecycleClocks(
                     runtime=runtime,
@@ -63,14 +61,8 @@ def create_app(settings: SlaSettings, *, clock: Clock | None = None) -> FastAPI:
                     clocks=lambda: config.clocks,
                     on_commit=firer.wake,
                 ),
-                publisher=runtime.publisher,
-                clock=runtime.clock,
-                metrics=runtime.consumer_metrics,
-                names=runtime.names,
+                check="consumer",
             )
-            app.state.consumer = consumer
-            runtime.spawn(consumer.run(), stop=consumer.stop, name="cases-lifecycle")
-            runtime.add_check("consumer", consumer.joined.is_set)
             visits_file = settings.config_dir / VISITS_FILE
             register = (
                 load_register(visits_file, against=runtime.refdata)
@@ -86,21 +78,14 @@ def create_app(settings: SlaSettings, *, clock: Clock | None = None) -> FastAPI:
             )
             app.state.visit_watch = watch
             runtime.spawn(watch.run(), stop=watch.stop, name="visit-watch")
-            visits = ConsumerLoop(
-                settings=settings,
-                topic=VISITS_RECORDED,
+            app.state.visits = runtime.consume(
+                VISITS_RECORDED,
                 group_id=f"{settings.consumer_group}-visits",
                 handler=RecordedVisits(
                     runtime=runtime, consumer="sla.visits", on_commit=watch.wake
                 ),
-                publisher=runtime.publisher,
-                clock=runtime.clock,
-                metrics=runtime.consumer_metrics,
-                names=runtime.names,
+                check="visits_consumer",
             )
-            app.state.visits = visits
-            runtime.spawn(visits.run(), stop=visits.stop, name="visits-recorded")
-            runtime.add_check("visits_consumer", visits.joined.is_set)
             assessor = Assessor(
                 runtime=runtime, clocks=lambda: config.clocks, interval=settings.assessment_seconds
             )
