@@ -310,3 +310,26 @@ def test_a_deadline_in_a_year_without_official_dates_is_provisional_until_they_c
     clocks = Clockwork(calendar=official, office=CLOCKS.office)
     again = schedule(handle, clocks)
     assert not again.provisional and again.due_at == at("2027-01-19 09:00")
+
+
+def test_reassignment_moves_the_clock_to_the_new_department() -> None:
+    case = Case()
+    case(T.ASSIGNED, "2026-11-23 09:00", department="chengguan")
+    case(T.SIGNED, "2026-11-23 09:10")
+    case(T.REASSIGNED, "2026-11-23 11:10", department="yingji")  # 2 working hours later
+    [sign] = case.live()
+    assert (sign.stage, sign.department, sign.due_at) == (
+        SlaStage.SIGN,
+        "yingji",
+        at("2026-11-23 11:40"),
+    )
+    [old] = [t for t in case.timers if t.stage is SlaStage.HANDLE]
+    assert (old.department, old.outcome, old.used) == (
+        "chengguan",
+        "reassigned",
+        timedelta(hours=2),
+    )
+    case(T.SIGNED, "2026-11-23 11:20")
+    [handle] = case.live()
+    # a fresh limit for the new department: 4 working hours from 11:20
+    assert (handle.department, handle.due_at) == ("yingji", at("2026-11-23 17:20"))
