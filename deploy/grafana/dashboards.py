@@ -7,12 +7,12 @@ export (tests/deploy/test_grafana.py checks the names and that the files are cur
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from deploy.generated import write_or_check
 
 FOLDER = Path(__file__).parent / "dashboards"
 
@@ -301,25 +301,7 @@ def rendered() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.grafana.dashboards")
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", action="store_true")
-    mode.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
-    files = rendered()
-    if args.write:
-        FOLDER.mkdir(exist_ok=True)
-        for name, text in files.items():
-            (FOLDER / name).write_text(text, encoding="utf-8")
-        return 0
-    stale = [
-        name
-        for name, text in files.items()
-        if not (FOLDER / name).exists() or (FOLDER / name).read_text(encoding="utf-8") != text
-    ]
-    for name in stale:
-        print(f"stale: deploy/grafana/dashboards/{name}; run --write", file=sys.stderr)
-    return 1 if stale else 0
+    return write_or_check(argv, prog="deploy.grafana.dashboards", folder=FOLDER, render=rendered)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ files are current.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from deploy.generated import write_or_check
 
 REPO = Path(__file__).resolve().parents[2]
 FOLDER = Path(__file__).parent
@@ -250,24 +250,7 @@ def rendered() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.k8s.build")
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", action="store_true")
-    mode.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
-    files = rendered()
-    if args.write:
-        for name, text in files.items():
-            (FOLDER / name).write_text(text, encoding="utf-8")
-        return 0
-    stale = [
-        name
-        for name, text in files.items()
-        if not (FOLDER / name).exists() or (FOLDER / name).read_text(encoding="utf-8") != text
-    ]
-    for name in stale:
-        print(f"stale: deploy/k8s/{name}; run python -m deploy.k8s.build --write", file=sys.stderr)
-    return 1 if stale else 0
+    return write_or_check(argv, prog="deploy.k8s.build", folder=FOLDER, render=rendered)
 
 
 if __name__ == "__main__":
