@@ -771,8 +771,10 @@ class Admission:
     view: CaseView
 
 
-def admit(case: CaseSubmitted, decision: RoutingDecision, *, now: datetime) -> Admission:
-    """A new case is `reported`; with no department to route it to, it goes on to `triage`."""
+def _received(
+    case: CaseSubmitted, decision: RoutingDecision, now: datetime
+) -> tuple[CaseView, CaseLifecycleEvent]:
+    """A new case as it arrives (`reported`, version 1, owned by its town) and its `received`."""
     view = CaseView(
         case_id=case.case_id,
         version=1,
@@ -782,7 +784,12 @@ def admit(case: CaseSubmitted, decision: RoutingDecision, *, now: datetime) -> A
         owner_node=owning_node(case.location.unit_grid),
         urgency=case.urgency,
     )
-    received = _event(view, Transition.RECEIVED, None, SYSTEM, now, routing=decision.snapshot())
+    return view, _event(view, Transition.RECEIVED, None, SYSTEM, now, routing=decision.snapshot())
+
+
+def admit(case: CaseSubmitted, decision: RoutingDecision, *, now: datetime) -> Admission:
+    """A new case is `reported`; with no department to route it to, it goes on to `triage`."""
+    view, received = _received(case, decision, now)
     if decision.department is not None:
         return Admission(_S.REPORTED, 1, (received,), decision.department, view)
     triage, triaged = _step(
@@ -805,16 +812,7 @@ def merge(
     `follow`s every move of the primary, and only a split sets it free."""
     if primary.merged_into is not None or primary.state in (_S.CLOSED, _S.CANCELLED):
         raise ValueError(f"cannot merge into {primary.case_id}: it is not an open primary case")
-    view = CaseView(
-        case_id=case.case_id,
-        version=1,
-        state=_S.REPORTED,
-        category=case.category.code,
-        unit_grid=case.location.unit_grid,
-        owner_node=owning_node(case.location.unit_grid),
-        urgency=case.urgency,
-    )
-    received = _event(view, Transition.RECEIVED, None, SYSTEM, now, routing=decision.snapshot())
+    view, received = _received(case, decision, now)
     after, merged = _step(
         view,
         _following(view, primary),
