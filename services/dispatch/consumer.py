@@ -87,7 +87,7 @@ class SubmittedCases:
                 calendar=WeekdayCalendar(),
                 grid=runtime.refdata.grid,
             )
-            at = position(case, runtime.refdata)
+            at = position(case)
             primary = None
             if at is not None and self._duplicates.enabled and mergeable(case, runtime.refdata):
                 primary = await _open_case_near(

@@ -1,8 +1,9 @@
 """Duplicates (并案), the pure part: where a case is, how far apart two cases are, which of the
 open cases near a new one it duplicates.
 
-A case is where its reporter put it (coordinates), else at the centre of its unit grid's bounding
-box; a case with neither cannot be placed and is never merged. Proxy-service requests (帮代办) are
+A case is where its reporter put it: its coordinates. A case located only by its unit grid (or an
+address) is never merged automatically — a unit grid spans hundreds of metres, so "the same place"
+cannot be told apart from "the same grid". Proxy-service requests (帮代办) are
 one resident's business and never duplicates. Distances are great-circle (haversine) metres.
 """
 
@@ -47,15 +48,11 @@ class Box:
     max_lon: float
 
 
-def position(case: CaseSubmitted, refdata: ReferenceData) -> tuple[float, float] | None:
-    """(lat, lon) of the case: its coordinates, else its unit grid's centre, else None."""
-    if case.location.coordinates is not None:
-        return case.location.coordinates.lat, case.location.coordinates.lon
-    grid = case.location.unit_grid
-    if grid is None or grid not in refdata.grid_map:
+def position(case: CaseSubmitted) -> tuple[float, float] | None:
+    """(lat, lon) of the case's coordinates, or None."""
+    if case.location.coordinates is None:
         return None
-    bounds = refdata.grid_map.polygon(grid).bounds
-    return (bounds.min_lat + bounds.max_lat) / 2, (bounds.min_lon + bounds.max_lon) / 2
+    return case.location.coordinates.lat, case.location.coordinates.lon
 
 
 def mergeable(case: CaseSubmitted, refdata: ReferenceData) -> bool:

@@ -122,15 +122,13 @@ def test_nearest_takes_the_closest_within_the_distance() -> None:
     assert nearest(HERE, [], 50) is None
 
 
-def test_a_case_is_at_its_coordinates_else_at_its_unit_grids_centre() -> None:
-    exact = make_case(
-        location=Location(unit_grid=UNIT_GRID, coordinates=Coordinates(lat=28.1, lon=113.2))
-    )
-    assert position(exact, REFDATA) == (28.1, 113.2)
-    at_grid = position(make_case(), REFDATA)
-    assert at_grid is not None
-    assert REFDATA.grid_map.locate(*at_grid) == UNIT_GRID  # the centre lies in the (convex) grid
-    assert position(make_case(location=Location(address="人民路 12 号")), REFDATA) is None
+def test_a_case_is_at_its_coordinates_and_nowhere_without_them() -> None:
+    point = Coordinates(lat=28.1, lon=113.2)
+    exact = make_case(location=Location(unit_grid=UNIT_GRID, coordinates=point))
+    assert position(exact) == (28.1, 113.2)
+    # a unit grid spans hundreds of metres: a case placed only by it is never merged
+    assert position(make_case()) is None
+    assert position(make_case(location=Location(address="人民路 12 号"))) is None
 
 
 def test_proxy_services_are_never_duplicates() -> None:
