@@ -16,7 +16,6 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from libs.common.clock import Clock, SystemClock
-from libs.common.kafka import ConsumerLoop
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE
 from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
@@ -40,18 +39,12 @@ def create_app(settings: IntakeSettings, *, clock: Clock | None = None) -> FastA
             app.state.open311_keys = open311.client_keys(runtime.refdata, os.environ)
             settings.attachments_dir.mkdir(parents=True, exist_ok=True)
             runtime.spawn(state.acceptor.run(), stop=state.acceptor.stop, name="acceptor")
-            statuses = ConsumerLoop(
-                settings=settings,
-                topic=CASES_LIFECYCLE,
+            runtime.consume(
+                CASES_LIFECYCLE,
                 group_id=settings.status_consumer_group,
                 handler=RequestStatuses(runtime=runtime),
-                publisher=runtime.publisher,
-                clock=runtime.clock,
-                metrics=runtime.consumer_metrics,
-                names=runtime.names,
+                check="status_consumer",
             )
-            runtime.spawn(statuses.run(), stop=statuses.stop, name="cases-lifecycle")
-            runtime.add_check("status_consumer", statuses.joined.is_set)
             yield
         finally:
             await runtime.stop()
