@@ -16,7 +16,7 @@ is sent once.
 | event | timers |
 |---|---|
 | assigned, reassigned, reopened | stop the running ones; sign-for starts for the department |
-| signed | sign-for stops; handling starts |
+| signed | sign-for stops; handling starts (after a reopen with `keep`: resumes where it stopped) |
 | resolved | handling stops; verification starts (the grid centre's; it names the department) |
 | verified | verification stops |
 | rework (verification failed) | verification stops; handling restarts, or resumes (`keep`) |
@@ -223,7 +223,7 @@ def apply(  # noqa: PLR0912  # one branch per transition reads best as the table
         result += _start(event, SlaStage.SIGN, event.department, policies, clocks)
     elif move is _T.SIGNED:
         stop_where(SlaStage.SIGN)
-        result += _start(event, SlaStage.HANDLE, event.department, policies, clocks)
+        result = _handling(result, event, policies, clocks)
     elif move is _T.RESOLVED:
         stop_where(SlaStage.HANDLE)
         # the grid centre verifies; the clock names the department whose result it is
@@ -232,7 +232,7 @@ def apply(  # noqa: PLR0912  # one branch per transition reads best as the table
         stop_where(SlaStage.VERIFY)
     elif move is _T.REWORK:
         stop_where(SlaStage.VERIFY)
-        result = _rework(result, event, policies, clocks)
+        result = _handling(result, event, policies, clocks)
     elif move is _T.SUSPENDED:
         for timer in live:
             if timer.status is TimerStatus.RUNNING:
@@ -254,11 +254,12 @@ def apply(  # noqa: PLR0912  # one branch per transition reads best as the table
     return result
 
 
-def _rework(
+def _handling(
     timers: list[Timer], event: CaseLifecycleEvent, policies: PolicySet, clocks: Clockwork
 ) -> list[Timer]:
-    """Handling again after a failed verification: a fresh clock (`restart`), or the stopped
-    handling timers of the same department resumed where they stopped (`keep`)."""
+    """Handling starts (signed) or starts again (rework; signed after a reopen): a fresh clock,
+    or — when the policy says `keep` and this department resolved the case before — its
+    stopped handling timers resumed where they stopped."""
     policy = policies.select(event.category, event.urgency)
     stopped = [
         t

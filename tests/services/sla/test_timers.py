@@ -333,3 +333,34 @@ def test_reassignment_moves_the_clock_to_the_new_department() -> None:
     [handle] = case.live()
     # a fresh limit for the new department: 4 working hours from 11:20
     assert (handle.department, handle.due_at) == ("yingji", at("2026-11-23 17:20"))
+
+
+def test_a_reopened_case_restarts_handling_or_keeps_it_per_policy(tmp_path: Path) -> None:
+    keep = load_policies_with(tmp_path, "on_rework: restart", "on_rework: keep")
+    moves = [
+        (T.ASSIGNED, "2026-11-23 09:00"),
+        (T.SIGNED, "2026-11-23 09:00"),
+        (T.RESOLVED, "2026-11-23 12:00"),  # 3 of the 4 working hours used
+        (T.VERIFIED, "2026-11-23 14:00"),
+        (T.CLOSED, "2026-11-23 14:30"),
+        (T.REOPENED, "2026-11-24 09:00"),  # unsatisfied return visit: redo
+        (T.SIGNED, "2026-11-24 09:00"),
+    ]
+    for policies, due in ((POLICIES, at("2026-11-24 15:00")), (keep, at("2026-11-24 10:00"))):
+        timers: list[Timer] = []
+        for version, (move, when) in enumerate(moves, start=2):
+            event = CaseLifecycleEvent(
+                case_id=CASE,
+                version=version,
+                transition=move,
+                from_state=None,
+                to_state=STATE_AFTER.get(move, S.RESOLVED),
+                at=at(when),
+                actor=Actor(kind="system", id="dispatch"),
+                category="city.garbage",
+                unit_grid=UNIT_GRID,
+                department="chengguan",
+            )
+            timers = apply(timers, event, policies=policies, clocks=CLOCKS)
+        [handle] = [t for t in timers if t.status is not TimerStatus.STOPPED]
+        assert (handle.stage, handle.due_at) == (SlaStage.HANDLE, due)
