@@ -275,24 +275,61 @@ async def sample_rss(process: psutil.Process, *, seconds: float) -> dict[str, An
     }
 
 
+async def settle(process: psutil.Process, *, quiet: float, within: float) -> dict[str, Any]:
+    """RSS every 0.25 s until the process used < 2 % of a core for `quiet` seconds (its start-up
+    work done) or `within` seconds passed: the peak and the last sample."""
+    began = time.monotonic()
+    peak = rss = 0
+    window: list[tuple[float, float]] = []
+    while True:
+        rss = process.memory_info().rss
+        peak = max(peak, rss)
+        times = process.cpu_times()
+        now = time.monotonic()
+        window = [(t, c) for t, c in window if now - t <= quiet] + [
+            (now, times.user + times.system)
+        ]
+        idle = now - began >= quiet and window[-1][1] - window[0][1] < 0.02 * quiet
+        if idle or now - began > within:
+            return {
+                "rss_mib": round(rss / 2**20, 1),
+                "peak_rss_mib": round(peak / 2**20, 1),
+                "cpu_seconds": round(times.user + times.system, 1),
+                "settled_after_s": round(now - began, 1) if idle else None,
+            }
+        await asyncio.sleep(0.25)
+
+
+async def restarted(servers: Servers, *, tag: str, schema_tag: str) -> dict[str, Any]:
+    """A fresh sla on the same schema: its start-up (provisional recount, the assessor's first
+    round over the month's timers) until it is idle."""
+    env = sla_environment(servers, tag=schema_tag, port=free_port(), extra={})
+    env["GRIDFLOW_CONSUMER_GROUP"] = f"{tag}-restart"
+    began = time.monotonic()
+    async with sla_process(env, profile=None, name="memory-restart") as process:
+        ready = time.monotonic() - began
+        sample = await settle(process, quiet=3.0, within=600.0)
+    return {"ready_after_s": round(ready, 1), **sample}
+
+
 async def memory_phase(
-    servers: Servers, *, levels: list[int], tag: str, assessment_seconds: float, window: float
+    servers: Servers, *, levels: list[int], tag: str, window: float
 ) -> dict[str, Any]:
+    """Open timers added in steps; per step the RSS of a running sla (its firing loop, consumers,
+    relay; the assessor's interval set past the run) and of a freshly started one."""
     port = free_port()
+    # the assessor of the running process works once, at its start, on the empty table
     env = sla_environment(
-        servers,
-        tag=tag,
-        port=port,
-        extra={"GRIDFLOW_ASSESSMENT_SECONDS": str(assessment_seconds)},
+        servers, tag=tag, port=port, extra={"GRIDFLOW_ASSESSMENT_SECONDS": "86400"}
     )
     schema = env["GRIDFLOW_DB_SCHEMA"]
     conn = await connect(servers.database_url, schema)
-    steps = []
+    steps: list[dict[str, Any]] = []
     try:
         async with sla_process(env, profile=None, name="memory") as process:
             print("  no timers …", flush=True)
             first = await sample_rss(process, seconds=window)
-            steps.append({"open_timers": 0, **first})
+            steps.append({"open_timers": 0, "running": first})
             total = 0
             for level in levels:
                 now = datetime.now(UTC)
@@ -308,9 +345,11 @@ async def memory_phase(
                 took = await copy_timers(conn, schema, records)
                 del records
                 await conn.execute("ANALYZE sla_timers")
-                total = level
-                print(f"  {level:,} open timers: sampling sla's RSS …", flush=True)
-                sample = await sample_rss(process, seconds=window)
+                added, total = level - total, level
+                print(f"  {level:,} open timers: RSS of the running sla …", flush=True)
+                running = await sample_rss(process, seconds=window)
+                print("  … and of a freshly started one", flush=True)
+                fresh = await restarted(servers, tag=tag, schema_tag=tag)
                 open_now = await conn.fetchval(
                     "SELECT count(*) FROM sla_timers WHERE next_fire_at IS NOT NULL"
                 )
@@ -318,8 +357,9 @@ async def memory_phase(
                     {
                         "open_timers": int(open_now),
                         "insert_seconds": round(took, 1),
-                        "insert_per_second": round((level - (steps[-1]["open_timers"])) / took),
-                        **sample,
+                        "insert_per_second": round(added / took),
+                        "running": running,
+                        "restarted": fresh,
                     }
                 )
                 print(f"    {steps[-1]}", flush=True)
@@ -341,11 +381,16 @@ async def memory_phase(
 
 
 class OutboxWatch:
-    """Polls sla's outbox and notes when each staged signal first became visible (committed)."""
+    """Polls sla's outbox and notes when each staged signal first became visible (committed).
+
+    Ids are taken at INSERT and transactions commit in any order (two firing transactions, or
+    instances, at once): an id skipped by one poll is asked for again until it shows (an id of
+    a rolled-back transaction never does; it costs nothing)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
         self.last_id = 0
+        self.missing: set[int] = set()
         self.seen: list[tuple[float, float, float]] = []  # (seen, created_at, due), epoch s
         self._stop = asyncio.Event()
 
@@ -353,17 +398,20 @@ class OutboxWatch:
         query = (
             "SELECT id, extract(epoch FROM created_at)::float8 AS created,"
             " extract(epoch FROM (data->>'at')::timestamptz)::float8 AS due"
-            " FROM outbox WHERE id > $1 ORDER BY id LIMIT 50000"
+            " FROM outbox WHERE id > $1 OR id = ANY($2::bigint[]) ORDER BY id"
         )
         while not self._stop.is_set():
-            rows = await self._conn.fetch(query, self.last_id)
+            rows = await self._conn.fetch(query, self.last_id, list(self.missing))
             seen = time.time()
-            if rows:
-                self.last_id = rows[-1]["id"]
-                self.seen.extend((seen, r["created"], r["due"]) for r in rows)
-            if len(rows) < 50000:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=0.02)
+            for row in rows:
+                if row["id"] in self.missing:
+                    self.missing.discard(row["id"])
+                else:
+                    self.missing.update(range(self.last_id + 1, row["id"]))
+                    self.last_id = row["id"]
+                self.seen.append((seen, row["created"], row["due"]))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=0.02)
 
     def stop(self) -> None:
         self._stop.set()
@@ -624,7 +672,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     found,
                     levels=args.levels,
                     tag=f"{tag}m",
-                    assessment_seconds=args.assessment_seconds,
                     window=args.memory_window,
                 )
             )
@@ -658,12 +705,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
     if "memory" in report:
-        print("\nmemory of the sla process by open timers")
-        print(f"{'open timers':>12}{'RSS MiB':>10}{'peak MiB':>10}{'CPU %':>9}{'insert/s':>10}")
+        print("\nRSS of the sla process (MiB) by open timers")
+        print(
+            f"{'open timers':>12}{'running':>10}{'run peak':>10}{'run CPU%':>10}"
+            f"{'fresh':>10}{'fresh peak':>11}{'settled s':>10}{'insert/s':>10}"
+        )
         for step in report["memory"]["steps"]:
+            run_, fresh = step["running"], step.get("restarted", {})
             print(
-                f"{step['open_timers']:>12,}{step['rss_mib']:>10}{step['peak_rss_mib']:>10}"
-                f"{step['cpu_percent']:>9}{step.get('insert_per_second', ''):>10}"
+                f"{step['open_timers']:>12,}{run_['rss_mib']:>10}{run_['peak_rss_mib']:>10}"
+                f"{run_['cpu_percent']:>10}{fresh.get('rss_mib', ''):>10}"
+                f"{fresh.get('peak_rss_mib', ''):>11}{fresh.get('settled_after_s', '') or '':>10}"
+                f"{step.get('insert_per_second', ''):>10}"
             )
     if report["results"]:
         print(f"\nfiring: medians of {args.rounds} rounds")
@@ -698,12 +751,6 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: [int(x) for x in text.split(",") if x],
         default=[10_000, 100_000, 1_000_000],
         help="open timers in total after each memory step (comma-separated; empty: skip)",
-    )
-    parser.add_argument(
-        "--assessment-seconds",
-        type=float,
-        default=10.0,
-        help="GRIDFLOW_ASSESSMENT_SECONDS of the memory phase's sla",
     )
     parser.add_argument(
         "--memory-window", type=float, default=30.0, help="seconds of RSS samples per step"
