@@ -6,17 +6,19 @@ the bench writes timers straight into its `sla_timers` table (COPY) after the se
 its schema, as the consumer would have left them: clock `wall`, warnings at 50 % and 80 % of the
 limit, breach, two escalation rungs.
 
-1. **memory** (once): one sla process; open timers are added in steps up to `--levels` (default
-   10k, 100k, 1M in total), each step's next point weeks ahead (so they stay open) and started in
-   the last 3 days (as open timers are). After each step: RSS of the sla process sampled while it
-   works (`GRIDFLOW_ASSESSMENT_SECONDS` is short here, so the assessor's round over the month's
-   timers is included) — the peak, and the last sample once sla's CPU has been idle.
-2. **paced firing** (per round, fresh schema and process): `--rate` × `--seconds` timers whose
-   next point comes due evenly spread over `--seconds`, from a moment after the insert is
-   committed. Lag of each signal: the outbox row's `created_at` (the `now` sla stages it with)
-   minus the point's due time (the signal's `at`); and, stricter, the moment the bench first saw
-   the committed row (polling every 20 ms) minus the due time. Plus the service's own histogram
-   `gridflow_sla_firing_lag_seconds` (from /metrics, this phase's share).
+1. **memory** (once): open timers are added in steps up to `--levels` (default 10k, 100k, 1M
+   in total), each started in the last 3 days (as open timers are) with its next point weeks
+   ahead (so it stays open). Per step: RSS of a running sla for `--memory-window` seconds (its
+   assessor's interval set past the run, so this is the firing loop, consumers, relay and
+   HTTP), and of a freshly started sla on the same table until it is idle (its start-up: the
+   provisional recount and the assessor's first round over the month's timers).
+2. **paced firing** (per round, fresh schema and process): `--rate` (default 5,000/s, the
+   target) × `--seconds` timers whose next point comes due evenly spread over `--seconds`, from
+   a moment after the insert is committed. Lag of each signal: the outbox row's `created_at` (the
+   `now` sla stages it with) minus the point's due time (the signal's `at`); and, stricter, the
+   moment the bench first saw the committed row (polling every 20 ms) minus the due time. Plus
+   the service's own histogram `gridflow_sla_firing_lag_seconds` (from /metrics, this phase's
+   share), and the broker's acknowledgement (`published_at`) minus the due time.
 3. **backlog** (per round): `--backlog` timers already due at once (as after downtime); fired per
    second = timers / (last − first staged signal), and published per second (the relay, until the
    broker acknowledged the last one).
@@ -510,8 +512,21 @@ async def paced_phase(
         "lag_staged": _percentiles(staged_lag),
         "lag_seen": _percentiles(seen_lag),
         "histogram": histogram_share(histogram_before, histogram_after),
+        "outbox_from_id": outbox_before + 1,
         **await fired_check(conn, (before_id + 1, after_id)),
     }
+
+
+async def published_lag(conn: asyncpg.Connection, from_id: int) -> dict[str, float]:
+    """The relay's side: the broker's acknowledgement (`published_at`) minus the due time."""
+    row = await conn.fetchrow(
+        "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY lag),"
+        " max(lag) FROM (SELECT extract(epoch FROM published_at - (data->>'at')::timestamptz)"
+        " AS lag FROM outbox WHERE id >= $1) AS lags",
+        from_id,
+    )
+    p50, p99 = row[0]
+    return {"p50_s": round(p50, 3), "p99_s": round(p99, 3), "max_s": round(float(row[1]), 3)}
 
 
 async def backlog_phase(conn: asyncpg.Connection, schema: str, *, count: int) -> dict[str, Any]:
@@ -598,6 +613,7 @@ async def firing_round(
                 lambda: conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"),
                 paced["timers"],
             )
+            paced["lag_published"] = await published_lag(conn, paced["outbox_from_id"])
             print(f"  backlog: {backlog:,} timers due at once …", flush=True)
             mark()
             meter.start()
@@ -625,6 +641,7 @@ SUMMARY_FIELDS = (
     ("paced: lag max, created_at − due (s)", "paced", ("lag_staged", "max_s")),
     ("paced: lag p99, seen committed − due (s)", "paced", ("lag_seen", "p99_s")),
     ("paced: lag max, seen committed − due (s)", "paced", ("lag_seen", "max_s")),
+    ("paced: lag p99, published − due (s)", "paced", ("lag_published", "p99_s")),
     ("backlog: fired (staged) per second", "backlog", ("staged_per_second",)),
     ("backlog: published per second", "backlog", ("published_per_second",)),
 )
@@ -755,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-window", type=float, default=30.0, help="seconds of RSS samples per step"
     )
-    parser.add_argument("--rate", type=float, default=6_000.0, help="paced: timers due per second")
+    parser.add_argument("--rate", type=float, default=5_000.0, help="paced: timers due per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="paced: seconds of due points")
     parser.add_argument("--backlog", type=int, default=60_000, help="timers due at once")
     parser.add_argument("--rounds", type=int, default=3)
