@@ -259,6 +259,18 @@ def histogram_share(before: dict[str, float], after: dict[str, float]) -> dict[s
 # --- memory ---------------------------------------------------------------------------------------
 
 
+def high_water_mib(process: psutil.Process) -> float | None:
+    """The peak RSS since the process started (Linux VmHWM), so no sampling can miss it."""
+    try:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 async def sample_rss(process: psutil.Process, *, seconds: float) -> dict[str, Any]:
     """RSS of the process every 0.25 s for `seconds`: the last and the peak, and its CPU."""
     began = time.monotonic()
@@ -273,6 +285,7 @@ async def sample_rss(process: psutil.Process, *, seconds: float) -> dict[str, An
     return {
         "rss_mib": round(rss / 2**20, 1),
         "peak_rss_mib": round(peak / 2**20, 1),
+        "high_water_mib": high_water_mib(process),
         "cpu_percent": round(100 * used / (time.monotonic() - began), 1),
     }
 
@@ -296,6 +309,7 @@ async def settle(process: psutil.Process, *, quiet: float, within: float) -> dic
             return {
                 "rss_mib": round(rss / 2**20, 1),
                 "peak_rss_mib": round(peak / 2**20, 1),
+                "high_water_mib": high_water_mib(process),
                 "cpu_seconds": round(times.user + times.system, 1),
                 "settled_after_s": round(now - began, 1) if idle else None,
             }
@@ -723,16 +737,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
     if "memory" in report:
         print("\nRSS of the sla process (MiB) by open timers")
+        print("(running: the last sample, VmHWM = peak since its start; fresh: after start-up)")
         print(
-            f"{'open timers':>12}{'running':>10}{'run peak':>10}{'run CPU%':>10}"
-            f"{'fresh':>10}{'fresh peak':>11}{'settled s':>10}{'insert/s':>10}"
+            f"{'open timers':>12}{'running':>10}{'VmHWM':>10}{'CPU %':>8}"
+            f"{'fresh':>10}{'VmHWM':>10}{'CPU s':>8}{'insert/s':>10}"
         )
         for step in report["memory"]["steps"]:
             run_, fresh = step["running"], step.get("restarted", {})
             print(
-                f"{step['open_timers']:>12,}{run_['rss_mib']:>10}{run_['peak_rss_mib']:>10}"
-                f"{run_['cpu_percent']:>10}{fresh.get('rss_mib', ''):>10}"
-                f"{fresh.get('peak_rss_mib', ''):>11}{fresh.get('settled_after_s', '') or '':>10}"
+                f"{step['open_timers']:>12,}{run_['rss_mib']:>10}{run_.get('high_water_mib')!s:>10}"
+                f"{run_['cpu_percent']:>8}{fresh.get('rss_mib', ''):>10}"
+                f"{fresh.get('high_water_mib', '')!s:>10}{fresh.get('cpu_seconds', ''):>8}"
                 f"{step.get('insert_per_second', ''):>10}"
             )
     if report["results"]:
