@@ -129,7 +129,7 @@ class Firer(DueLoop):
             for row in rows:
                 timer = to_timer(cast(TimerRow, row))  # a row has the same attribute names
                 while timer.next_fire_at is not None and timer.next_fire_at <= now:
-                    signal, timer = fire(timer, clocks)  # the row objects stay untouched
+                    signal, timer = fire(timer, clocks)
                     envelope = build_envelope(
                         SLA_SIGNALS,
                         contract(signal, city=city),
