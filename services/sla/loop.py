@@ -42,7 +42,9 @@ class DueLoop(ABC):
     async def run(self) -> None:
         """`workers` rounds at once (claims skip each other's locked rows, as two instances'
         do): one round's Python work overlaps the other's database round trips."""
-        await asyncio.gather(*(self._work() for _ in range(self._workers)))
+        async with asyncio.TaskGroup() as workers:
+            for number in range(self._workers):
+                workers.create_task(self._work(), name=f"{type(self).__name__}-{number}")
 
     async def _work(self) -> None:
         while not self._stopping.is_set():
