@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check format lock clean bench-intake bench-dispatch
+.PHONY: run test check format lock clean bench-intake bench-dispatch bench-sla
 
 $(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,6 @@ bench-intake: $(STAMP)  ## intake's accepted reports/s vs a trivial endpoint (do
 
 bench-dispatch: $(STAMP)  ## dispatch's cases/s vs the raw broker, webhooks/s, routing p99 (docs/performance.md)
 	$(BIN)/python -m bench.dispatch
+
+bench-sla: $(STAMP)  ## sla's RSS with 10k/100k/1M open timers, timers fired/s and firing lag (docs/performance.md)
+	$(BIN)/python -m bench.sla

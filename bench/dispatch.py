@@ -747,11 +747,13 @@ def run(*, seconds: float, cases: int, rounds: int, profile: bool) -> dict[str, 
     }
 
 
-def print_profile(path: Path) -> None:
+def print_profile(
+    path: Path, *, names: tuple[str, ...] = ("consume", "webhooks"), service: str = "dispatch"
+) -> None:
     phases = json.loads(path.read_text())
-    for name, phase in zip(("consume", "webhooks"), phases[1:3], strict=False):
+    for name, phase in zip(names, phases[1 : 1 + len(names)], strict=False):
         print(
-            f"\nprofile of dispatch, {name} phase ({phase['seconds']} s, {phase['samples']} samples):"
+            f"\nprofile of {service}, {name} phase ({phase['seconds']} s, {phase['samples']} samples):"
         )
         for key in ("percent_by_task", "self_percent_by_package"):
             print(f"  {key}: " + ", ".join(f"{n} {p} %" for n, p in phase[key][:10]))

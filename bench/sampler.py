@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 INTERVAL = 0.002
+_REPO = str(Path(__file__).resolve().parents[1])
 MAX_DEPTH = 80
 GROUPS = (
     ("/sqlalchemy/", "sqlalchemy"),
@@ -40,6 +41,7 @@ GROUPS = (
     ("/uvicorn/", "uvicorn"),
     ("/libs/common/", "libs.common"),
     ("/services/dispatch/", "services.dispatch"),
+    ("/services/sla/", "services.sla"),
     ("/asyncio/", "asyncio"),
     ("/json/", "json"),
     ("/logging/", "logging"),
@@ -53,7 +55,7 @@ def _group(filename: str) -> str:
 def _where(frame: FrameType) -> str:
     code = frame.f_code
     path = code.co_filename
-    for marker in ("site-packages/", "/lib/python3.11/", "/wt-bench/"):
+    for marker in ("site-packages/", "/lib/python3.11/", f"{_REPO}/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break

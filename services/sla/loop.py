@@ -14,10 +14,13 @@ log = logging.getLogger(__name__)
 
 
 class DueLoop(ABC):
-    def __init__(self, *, runtime: Runtime, batch: int, poll_seconds: float) -> None:
+    def __init__(
+        self, *, runtime: Runtime, batch: int, poll_seconds: float, workers: int = 1
+    ) -> None:
         self._runtime = runtime
         self._batch = batch
         self._poll = poll_seconds
+        self._workers = workers
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -37,6 +40,13 @@ class DueLoop(ABC):
         self._wake.set()
 
     async def run(self) -> None:
+        """`workers` rounds at once (claims skip each other's locked rows, as two instances'
+        do): one round's Python work overlaps the other's database round trips."""
+        async with asyncio.TaskGroup() as workers:
+            for number in range(self._workers):
+                workers.create_task(self._work(), name=f"{type(self).__name__}-{number}")
+
+    async def _work(self) -> None:
         while not self._stopping.is_set():
             try:
                 handled = await self.fire_due()
