@@ -19,7 +19,7 @@ from libs.common.events import AssessmentLevel, AssessmentPublished
 from libs.common.outbox import stage
 from libs.common.runtime import Runtime
 from libs.common.topics import ASSESSMENTS
-from services.sla.assessments import Holding, Period, VisitPeriod, assess_all
+from services.sla.assessments import Holding, Period, Tallies, VisitPeriod
 from services.sla.clocks import Clockwork
 from services.sla.models import AssessmentRunRow, TimerRow, VisitPeriodRow
 from services.sla.policies import ClockKind
@@ -30,7 +30,24 @@ GAUGE_LEVELS: tuple[AssessmentLevel, ...] = ("city", "town", "department")
 GAUGE_KPIS = ("closure_rate", "on_time_closure_rate", "on_time_sign_rate", "visit_rate")
 
 
-def _holding(row: TimerRow, clocks: Clockwork) -> Holding:
+_T = TimerRow.__table__.c  # type: ignore[attr-defined]  # SQLModel leaves __table__ untyped
+_V = VisitPeriodRow.__table__.c  # type: ignore[attr-defined]
+_TIMER_COLUMNS = (
+    _T.stage,
+    _T.department,
+    _T.unit_grid,
+    _T.started_at,
+    _T.due_at,
+    _T.stopped_at,
+    _T.outcome,
+    _T.used_seconds,
+    _T.limit_seconds,
+    _T.extended,
+)
+_STREAM = {"yield_per": 2000}
+
+
+def _holding(row: Any, clocks: Clockwork) -> Holding:
     hours = None
     if row.stage == "handle" and row.outcome == "resolved" and row.stopped_at is not None:
         spent = clocks.between(ClockKind.WORKING_HOURS, row.started_at, row.stopped_at)
@@ -49,43 +66,42 @@ def _holding(row: TimerRow, clocks: Clockwork) -> Holding:
     )
 
 
-async def gather(
-    runtime: Runtime, period: Period, clocks: Clockwork
-) -> tuple[list[Holding], list[VisitPeriod]]:
-    """Every timer that started, stopped or fell due in the period, and the visit periods that
-    ended in it."""
+async def tally(
+    runtime: Runtime,
+    period: Period,
+    levels: tuple[AssessmentLevel, ...],
+    clocks: Clockwork,
+) -> Tallies:
+    """Every timer that started, stopped or fell due in the period, and every visit period that
+    ended in it, streamed from the database into per-node tallies (memory: the nodes, not the
+    timers)."""
 
     def within(column: Any) -> Any:
         return sa.and_(column >= period.start, column < period.end)
 
+    tallies = Tallies(period, levels, city=runtime.refdata.grid.city.code)
     async with runtime.sessions() as session:
-        timers = (
-            await session.scalars(
-                sa.select(TimerRow).where(
-                    sa.or_(
-                        within(TimerRow.started_at),
-                        within(TimerRow.stopped_at),
-                        within(TimerRow.due_at),
-                    )
-                )
-            )
-        ).all()
-        periods = (
-            await session.scalars(
-                sa.select(VisitPeriodRow).where(within(VisitPeriodRow.period_end))
-            )
-        ).all()
-    holdings = [_holding(row, clocks) for row in timers]
-    visits = [VisitPeriod(p.worker_id, p.unit_grid, p.period_end, p.fulfilled) for p in periods]
-    return holdings, visits
+        timers = await session.stream(
+            sa.select(*_TIMER_COLUMNS)
+            .where(sa.or_(within(_T.started_at), within(_T.stopped_at), within(_T.due_at)))
+            .execution_options(**_STREAM)
+        )
+        async for row in timers:
+            tallies.add(_holding(row, clocks))
+        periods = await session.stream(
+            sa.select(_V.worker_id, _V.unit_grid, _V.period_end, _V.fulfilled)
+            .where(within(_V.period_end))
+            .execution_options(**_STREAM)
+        )
+        async for worker, grid, end, fulfilled in periods:
+            tallies.add_visit(VisitPeriod(worker, grid, end, fulfilled))
+    return tallies
 
 
 async def assessments(
     runtime: Runtime, period: Period, level: AssessmentLevel, clocks: Clockwork
 ) -> list[AssessmentPublished]:
-    holdings, visits = await gather(runtime, period, clocks)
-    city = runtime.refdata.grid.city.code
-    return assess_all(period, level, holdings, visits, city=city)
+    return (await tally(runtime, period, (level,), clocks)).results(level)
 
 
 class Assessor:
@@ -120,11 +136,10 @@ class Assessor:
 
     async def measure(self) -> None:
         period = Period.of(self._runtime.clock.now())
-        holdings, visits = await gather(self._runtime, period, self._clocks())
-        city = self._runtime.refdata.grid.city.code
+        tallies = await tally(self._runtime, period, GAUGE_LEVELS, self._clocks())
         self.gauge.clear()
         for level in GAUGE_LEVELS:
-            for row in assess_all(period, level, holdings, visits, city=city):
+            for row in tallies.results(level):
                 for kpi in GAUGE_KPIS:
                     value = getattr(row, kpi)
                     if value is not None:
@@ -142,13 +157,11 @@ class Assessor:
 
     async def publish(self, period: Period) -> bool:
         runtime = self._runtime
-        holdings, visits = await gather(runtime, period, self._clocks())
-        city = runtime.refdata.grid.city.code
-        rows = [
-            row
-            for level in PUBLISHED_LEVELS
-            for row in assess_all(period, level, holdings, visits, city=city)
-        ]
+        async with runtime.sessions() as session:
+            if await session.get(AssessmentRunRow, period.name) is not None:
+                return False  # published before: nothing to gather
+        tallies = await tally(runtime, period, PUBLISHED_LEVELS, self._clocks())
+        rows = [row for level in PUBLISHED_LEVELS for row in tallies.results(level)]
         now = runtime.clock.now()
         async with runtime.sessions() as session, session.begin():
             claimed: Any = await session.execute(

@@ -28,7 +28,7 @@ Rates are percentages rounded half-up to two places; null when the denominator i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -131,6 +131,91 @@ def _due(holding: Holding, period: Period, done: str) -> bool:
     return holding.due_at in period and held_at_deadline
 
 
+@dataclass
+class Tally:
+    """Running counts of one group: holdings and visit periods are added one at a time, so an
+    assessment needs memory for its groups, not for its timers."""
+
+    due: int = 0
+    closed: int = 0
+    closed_on_time: int = 0
+    sign_due: int = 0
+    signed_on_time: int = 0
+    resolved: int = 0
+    reworked: int = 0
+    handled: int = 0
+    extended: int = 0
+    assigned: int = 0
+    returned: int = 0
+    hours: float = 0.0
+    timed: int = 0
+    visits_due: int = 0
+    visits_done: int = 0
+
+    def add(self, h: Holding, period: Period) -> None:  # one line per formula
+        ended_here = h.stopped_at in period
+        if h.outcome == "returned" and ended_here:
+            self.returned += 1
+        if h.stage == "handle":
+            if _due(h, period, "resolved"):
+                self.due += 1
+                if h.outcome == "resolved":
+                    self.closed += 1
+                    self.closed_on_time += h.on_time
+            if h.outcome == "resolved" and ended_here:
+                self.resolved += 1
+                if h.working_hours is not None:
+                    self.hours += h.working_hours
+                    self.timed += 1
+            if ended_here:
+                self.handled += 1
+                self.extended += h.extended
+        elif h.stage == "sign":
+            if _due(h, period, "signed"):
+                self.sign_due += 1
+                self.signed_on_time += h.outcome == "signed" and h.on_time
+            if h.started_at in period:
+                self.assigned += 1
+        elif h.stage == "verify" and h.outcome == "rework" and ended_here:
+            self.reworked += 1
+
+    def add_visit(self, v: VisitPeriod, period: Period) -> None:
+        if v.period_end in period:
+            self.visits_due += 1
+            self.visits_done += v.fulfilled
+
+    def published(self, period: Period, level: AssessmentLevel, node: str) -> AssessmentPublished:
+        return AssessmentPublished(
+            period=period.name,
+            period_start=period.start,
+            period_end=period.end,
+            level=level,
+            node=node,
+            due=self.due,
+            closed=self.closed,
+            closed_on_time=self.closed_on_time,
+            closure_rate=rate(self.closed, self.due),
+            on_time_closure_rate=rate(self.closed_on_time, self.due),
+            sign_due=self.sign_due,
+            signed_on_time=self.signed_on_time,
+            on_time_sign_rate=rate(self.signed_on_time, self.sign_due),
+            resolved=self.resolved,
+            reworked=self.reworked,
+            rework_rate=rate(self.reworked, self.resolved),
+            handled=self.handled,
+            extended=self.extended,
+            extension_rate=rate(self.extended, self.handled),
+            assigned=self.assigned,
+            returned=self.returned,
+            return_rate=rate(self.returned, self.assigned),
+            average_handling_hours=round(self.hours / self.timed, 2) if self.timed else None,
+            satisfaction_rate=None,
+            visits_due=self.visits_due,
+            visits_done=self.visits_done,
+            visit_rate=rate(self.visits_done, self.visits_due),
+        )
+
+
 def assess(
     period: Period,
     level: AssessmentLevel,
@@ -139,57 +224,56 @@ def assess(
     visits: Iterable[VisitPeriod] = (),
 ) -> AssessmentPublished:
     """The KPIs of one group (the holdings and visit periods already chosen for it)."""
-    holdings = list(holdings)
-    handle = [h for h in holdings if h.stage == "handle"]
-    sign = [h for h in holdings if h.stage == "sign"]
-    verify = [h for h in holdings if h.stage == "verify"]
-    due = [h for h in handle if _due(h, period, "resolved")]
-    closed = [h for h in due if h.outcome == "resolved"]
-    on_time = [h for h in closed if h.on_time]
-    sign_due = [h for h in sign if _due(h, period, "signed")]
-    signed_on_time = [h for h in sign_due if h.outcome == "signed" and h.on_time]
-    resolved = [h for h in handle if h.outcome == "resolved" and h.stopped_at in period]
-    reworked = [h for h in verify if h.outcome == "rework" and h.stopped_at in period]
-    handled = [h for h in handle if h.stopped_at in period]
-    extended = [h for h in handled if h.extended]
-    assigned = [h for h in sign if h.started_at in period]
-    returned = [h for h in holdings if h.outcome == "returned" and h.stopped_at in period]
-    hours = [h.working_hours for h in resolved if h.working_hours is not None]
-    ended = [v for v in visits if v.period_end in period]
-    fulfilled = [v for v in ended if v.fulfilled]
-    return AssessmentPublished(
-        period=period.name,
-        period_start=period.start,
-        period_end=period.end,
-        level=level,
-        node=node,
-        due=len(due),
-        closed=len(closed),
-        closed_on_time=len(on_time),
-        closure_rate=rate(len(closed), len(due)),
-        on_time_closure_rate=rate(len(on_time), len(due)),
-        sign_due=len(sign_due),
-        signed_on_time=len(signed_on_time),
-        on_time_sign_rate=rate(len(signed_on_time), len(sign_due)),
-        resolved=len(resolved),
-        reworked=len(reworked),
-        rework_rate=rate(len(reworked), len(resolved)),
-        handled=len(handled),
-        extended=len(extended),
-        extension_rate=rate(len(extended), len(handled)),
-        assigned=len(assigned),
-        returned=len(returned),
-        return_rate=rate(len(returned), len(assigned)),
-        average_handling_hours=round(sum(hours) / len(hours), 2) if hours else None,
-        satisfaction_rate=None,
-        visits_due=len(ended),
-        visits_done=len(fulfilled),
-        visit_rate=rate(len(fulfilled), len(ended)),
-    )
+    tally = Tally()
+    for holding in holdings:
+        tally.add(holding, period)
+    for visit in visits:
+        tally.add_visit(visit, period)
+    return tally.published(period, level, node)
 
 
-def _grid_key(digits: int) -> Callable[[str | None], str | None]:
-    return lambda grid: grid[:digits] if grid and len(grid) >= digits else None
+class Tallies:
+    """One tally per node of each level asked for, fed holding by holding."""
+
+    def __init__(self, period: Period, levels: Iterable[AssessmentLevel], *, city: str) -> None:
+        self.period = period
+        self._groups: dict[AssessmentLevel, dict[str, Tally]] = {level: {} for level in levels}
+        self._city = city
+
+    def _node(self, level: AssessmentLevel, grid: str | None) -> str | None:
+        if level == "city":
+            return self._city
+        digits = _LEVEL_DIGITS[level]
+        return grid[:digits] if grid and len(grid) >= digits else None
+
+    def _tally(self, level: AssessmentLevel, node: str | None) -> Tally | None:
+        if node is None:
+            return None
+        return self._groups[level].setdefault(node, Tally())
+
+    def add(self, holding: Holding) -> None:
+        for level in self._groups:
+            if level == "worker":
+                continue
+            node = (
+                holding.department
+                if level == "department"
+                else self._node(level, holding.unit_grid)
+            )
+            if (tally := self._tally(level, node)) is not None:
+                tally.add(holding, self.period)
+
+    def add_visit(self, visit: VisitPeriod) -> None:
+        for level in self._groups:
+            if level == "department":
+                continue
+            node = visit.worker if level == "worker" else self._node(level, visit.unit_grid)
+            if (tally := self._tally(level, node)) is not None:
+                tally.add_visit(visit, self.period)
+
+    def results(self, level: AssessmentLevel) -> list[AssessmentPublished]:
+        groups = self._groups[level]
+        return [groups[node].published(self.period, level, node) for node in sorted(groups)]
 
 
 def assess_all(
@@ -202,28 +286,9 @@ def assess_all(
 ) -> list[AssessmentPublished]:
     """One assessment per node of `level` that has anything in the period, by node (the city's
     holds every case, also those not placed in a unit grid)."""
-    groups: dict[str, tuple[list[Holding], list[VisitPeriod]]] = {}
-
-    def group(node: str | None) -> tuple[list[Holding], list[VisitPeriod]] | None:
-        return None if node is None else groups.setdefault(node, ([], []))
-
-    if level == "department":
-        for holding in holdings:
-            if (found := group(holding.department)) is not None:
-                found[0].append(holding)
-    elif level == "worker":
-        for visit in visits:
-            if (found := group(visit.worker)) is not None:
-                found[1].append(visit)
-    else:
-        key = (lambda _: city) if level == "city" else _grid_key(_LEVEL_DIGITS[level])
-        for holding in holdings:
-            if (found := group(key(holding.unit_grid))) is not None:
-                found[0].append(holding)
-        for visit in visits:
-            if (found := group(key(visit.unit_grid))) is not None:
-                found[1].append(visit)
-    return [
-        assess(period, level, node, found_holdings, found_visits)
-        for node, (found_holdings, found_visits) in sorted(groups.items())
-    ]
+    tallies = Tallies(period, (level,), city=city)
+    for holding in holdings:
+        tallies.add(holding)
+    for visit in visits:
+        tallies.add_visit(visit)
+    return tallies.results(level)
