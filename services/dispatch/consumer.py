@@ -272,19 +272,8 @@ class _Batch:
         if not self.cases:
             return
         await session.execute(sa.insert(_CASES), self.cases)
-        envelopes = await stage_many(
-            session,
-            topic=CASES_LIFECYCLE,
-            events=[(event, event.case_id, event.at) for event in self.events],
-            source=runtime.source,
-        )
-        await session.execute(
-            sa.insert(_HISTORY),
-            [
-                history_values(event, event_id=envelope.id)
-                for event, envelope in zip(self.events, envelopes, strict=True)
-            ],
-        )
+        # new cases: nobody follows them yet
+        await write_transitions(session, events=self.events, runtime=runtime)
         if self.deliveries:
             await session.execute(sa.insert(_DELIVERIES), self.deliveries)
 
@@ -480,6 +469,55 @@ async def record_transition(
     session.add(CaseHistoryRow(**history_values(event, event_id=envelope.id)))
     if followers and event.merged_into is None:
         await _echo_to_followers(session, event=event, runtime=runtime)
+
+
+async def record_transitions(
+    session: Any, *, events: Sequence[CaseLifecycleEvent], runtime: Runtime
+) -> None:
+    """`record_transition` of many events, in order, with set-based statements: one search for
+    the followers of them all, and multi-row inserts of the audit rows and staged events."""
+    primaries = sorted({e.case_id for e in events if e.merged_into is None})
+    followers: dict[str, list[CaseRow]] = {}
+    if primaries:
+        merged = await session.scalars(
+            sa.select(CaseRow)
+            .where(_C.merged_into.in_(primaries))
+            .order_by(_C.case_id)
+            .with_for_update()
+        )
+        for row in merged.all():
+            followers.setdefault(row.merged_into, []).append(row)
+    staged: list[CaseLifecycleEvent] = []
+    for event in events:
+        staged.append(event)
+        if event.merged_into is not None:
+            continue
+        for row in followers.get(event.case_id, []):
+            outcome = follow(view_of(row), event)
+            store_view(row, outcome.view, event.at)
+            staged.extend(outcome.events)
+    await write_transitions(session, events=staged, runtime=runtime)
+
+
+async def write_transitions(
+    session: Any, *, events: Sequence[CaseLifecycleEvent], runtime: Runtime
+) -> None:
+    """The audit rows and staged `cases.lifecycle` events of transitions (no followers)."""
+    if not events:
+        return
+    envelopes = await stage_many(
+        session,
+        topic=CASES_LIFECYCLE,
+        events=[(event, event.case_id, event.at) for event in events],
+        source=runtime.source,
+    )
+    await session.execute(
+        sa.insert(_HISTORY),
+        [
+            history_values(event, event_id=envelope.id)
+            for event, envelope in zip(events, envelopes, strict=True)
+        ],
+    )
 
 
 def history_values(event: CaseLifecycleEvent, *, event_id: str) -> dict[str, Any]:
