@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.events import CaseState, RoutingSnapshot, Urgency
@@ -161,6 +161,11 @@ async def ensure_receivers(
         )
 
 
+def _counts(rows: Sequence[sa.Row[str, int]]) -> dict[str, int]:
+    """(department, count) rows as a mapping."""
+    return dict(rows)
+
+
 class Deliverer:
     def __init__(
         self,
@@ -246,83 +251,111 @@ class Deliverer:
         self._wake.set()
 
     async def _lease(self, capacity: int) -> list[Leased]:
+        """One transaction of a few statements whatever the number of departments: the due
+        departments with their receivers locked, their attempts in flight, and per department
+        its oldest due deliveries up to its free slots, locked and leased."""
         settings = self._settings
         now = self._runtime.clock.now()
         until = now + timedelta(seconds=settings.delivery_lease_seconds)
         pending = _D.status == DeliveryStatus.PENDING.value
-        leased: list[Leased] = []
         async with self._runtime.sessions() as session, session.begin():
-            due = (
-                await session.scalars(
-                    sa.select(_D.department).where(pending, _D.next_attempt_at <= now).distinct()
-                )
-            ).all()
-            await ensure_receivers(session, due, now)
+            due: dict[str, int] = _counts(
+                (
+                    await session.execute(
+                        sa.select(_D.department, sa.func.count())
+                        .where(pending, _D.next_attempt_at <= now)
+                        .group_by(_D.department)
+                    )
+                ).all()
+            )
+            if not due:
+                return []
+            await ensure_receivers(session, sorted(due), now)
             receivers = (
                 await session.scalars(
                     sa.select(ReceiverRow)
-                    .where(_R.department.in_(due), _R.disabled.is_(False))
+                    .where(_R.department.in_(sorted(due)), _R.disabled.is_(False))
                     .order_by(_R.department)
                     .with_for_update(skip_locked=True)  # another instance is leasing for it
                 )
             ).all()
-            for receiver in receivers:
-                slots = await self._slots(session, receiver, now, capacity)
-                if slots <= 0:
-                    continue
-                rows = (
-                    await session.scalars(
-                        sa.select(DeliveryRow)
+            in_flight: dict[str, int] = _counts(
+                (
+                    await session.execute(
+                        sa.select(_D.department, sa.func.count())
                         .where(
                             pending,
-                            _D.department == receiver.department,
-                            _D.next_attempt_at <= now,
+                            _D.department.in_([r.department for r in receivers]),
+                            _D.leased_until > now,
                         )
-                        .order_by(_D.next_attempt_at)
-                        .limit(slots)
-                        .with_for_update(skip_locked=True)
+                        .group_by(_D.department)
                     )
                 ).all()
-                if not rows:
-                    continue
+            )
+            slots: dict[str, int] = {}
+            for receiver in receivers:
+                free = min(
+                    self._slots(receiver, now, capacity, in_flight.get(receiver.department, 0)),
+                    due[receiver.department],
+                )
+                if free > 0:
+                    slots[receiver.department] = free
+                    capacity -= free
+                if capacity <= 0:
+                    break
+            if not slots:
+                return []
+            wanted = (
+                sa.func.unnest(
+                    sa.bindparam("departments", list(slots), type_=ARRAY(sa.String)),
+                    sa.bindparam("slots", list(slots.values()), type_=ARRAY(sa.Integer)),
+                )
+                .table_valued("department", "slots")
+                .render_derived(name="wanted")
+            )
+            picked = (
+                sa.select(_D.delivery_id, _D.case_id, _D.department, _D.url, _D.payload)
+                .where(pending, _D.department == wanted.c.department, _D.next_attempt_at <= now)
+                .order_by(_D.next_attempt_at)
+                .limit(wanted.c.slots)
+                .with_for_update(skip_locked=True)
+                .lateral("picked")
+            )
+            rows = (
+                await session.execute(sa.select(picked).select_from(wanted).join(picked, sa.true()))
+            ).all()
+            if not rows:
+                return []
+            await session.execute(
+                sa.update(DeliveryRow.__table__)  # type: ignore[attr-defined]
+                .where(_D.delivery_id.in_([row.delivery_id for row in rows]))
+                .values(leased_until=until, next_attempt_at=until)
+            )
+            leasing = {row.department for row in rows}
+            for receiver in receivers:
                 breaker = breaker_of(receiver)
-                if breaker_phase(breaker, now=now) is BreakerPhase.HALF_OPEN:
+                if receiver.department in leasing and (
+                    breaker_phase(breaker, now=now) is BreakerPhase.HALF_OPEN
+                ):
                     probe = breaker_probing(
                         breaker, now=now, lease_seconds=settings.delivery_lease_seconds
                     )
                     _keep(receiver, probe, now)
-                for row in rows:
-                    row.leased_until = until
-                    row.next_attempt_at = until
-                    leased.append(
-                        Leased(row.delivery_id, row.case_id, row.department, row.url, row.payload)
-                    )
-                capacity -= len(rows)
-                if capacity <= 0:
-                    break
-        return leased
+        return [
+            Leased(row.delivery_id, row.case_id, row.department, row.url, row.payload)
+            for row in rows
+        ]
 
-    async def _slots(
-        self, session: AsyncSession, receiver: ReceiverRow, now: datetime, capacity: int
-    ) -> int:
+    def _slots(self, receiver: ReceiverRow, now: datetime, capacity: int, in_flight: int) -> int:
         """How many attempts may start now for this department's endpoint."""
         if receiver.department not in self._secrets:
             return 0  # no longer a webhook department: its deliveries wait, they are not lost
         phase = breaker_phase(breaker_of(receiver), now=now)
         if phase is BreakerPhase.OPEN:
             return 0
-        in_flight = await session.scalar(
-            sa.select(sa.func.count())
-            .select_from(DeliveryRow)
-            .where(
-                _D.department == receiver.department,
-                _D.status == DeliveryStatus.PENDING.value,
-                _D.leased_until > now,
-            )
-        )
         if phase is BreakerPhase.HALF_OPEN:
             return 1 if not in_flight else 0
-        return min(capacity, self._settings.delivery_concurrency_per_department - (in_flight or 0))
+        return min(capacity, self._settings.delivery_concurrency_per_department - in_flight)
 
     async def _deliver(self, delivery: Leased) -> None:
         attempt = await self._attempt(delivery)
