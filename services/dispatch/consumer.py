@@ -189,7 +189,12 @@ class SubmittedCases:
         decision = self._route(case, now)
         primary: CaseView | None = None
         if at is not None and nearby is not None:
-            earlier = batch.open_cases.get(case.category.code, [])
+            area = box(at, self._duplicates.distance_meters)
+            earlier = [
+                c
+                for c in batch.open_cases.get(case.category.code, [])
+                if area.min_lat <= c.lat <= area.max_lat and area.min_lon <= c.lon <= area.max_lon
+            ]
             found = nearest(at, [*nearby, *earlier], self._duplicates.distance_meters)
             if found is not None and found.case_id in batch.views:
                 primary = batch.views[found.case_id]
