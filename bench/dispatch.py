@@ -577,7 +577,12 @@ async def dispatch_round(
             mark()
             print("  deliveries released …", flush=True)
             meter.start()
-            delivered = await delivery_phase(observed, cases, receiver)
+            # merged cases (并案: same category, same unit-grid centre) are not delivered
+            queued = await observed.count(
+                sa.select(sa.func.count()).select_from(observed.deliveries)
+            )
+            delivered = await delivery_phase(observed, queued or 0, receiver)
+            delivered["merged_cases"] = cases - (queued or 0)
             delivered["cpu_percent"] = meter.stop()
             mark()
             await _wait_until("assigned events published", observed.published, 2 * cases)

@@ -2,6 +2,9 @@
 
 The loop commits an offset only after the handler (and its database transaction) succeeded, retries a
 failing record a bounded number of times, then dead-letters it with its coordinates and goes on.
+A handler that also takes whole batches (`BatchHandler`) gets everything one fetch returned in one
+call, and the offsets are committed once after it; if the batch fails, its records are handled one
+by one as above, so one poison record neither blocks nor loses the others.
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -149,6 +152,19 @@ class Delivery:
 Handler = Callable[[Delivery], Awaitable[None]]
 
 
+@runtime_checkable
+class BatchHandler(Protocol):
+    """A handler that can also handle a fetched batch at once (typically in one transaction).
+
+    `handle_batch` gets the records in fetch order (per partition in offset order) and must have
+    the same effects as calling the handler on each in turn; if it raises, none of its effects may
+    remain (its transaction rolled back), since the records are then handled one by one."""
+
+    async def __call__(self, delivery: Delivery) -> None: ...
+
+    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None: ...
+
+
 class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.handled = Counter(
@@ -163,10 +179,18 @@ class ConsumerMetrics:
             ["topic"],
             registry=registry,
         )
+        self.batches = Counter(
+            "gridflow_consumer_batches_total",
+            "Fetched batches given to a batch handler, by outcome (ok; split: it failed and its "
+            "records were handled one by one)",
+            ["topic", "outcome"],
+            registry=registry,
+        )
 
 
 class ConsumerLoop:
-    """Consumes one catalogue topic in a consumer group and feeds a handler, one record at a time."""
+    """Consumes one catalogue topic in a consumer group and feeds a handler, one record at a time,
+    or a fetched batch at a time when the handler is a `BatchHandler` (at most `max_batch`)."""
 
     def __init__(
         self,
@@ -179,12 +203,15 @@ class ConsumerLoop:
         clock: Clock,
         metrics: ConsumerMetrics,
         names: TopicNames,
+        max_batch: int = 500,
     ) -> None:
         self._settings = settings
         self._topic = topic
         self._topic_name = names(topic)
         self._group_id = group_id
         self._handler = handler
+        self._batch_handler = handler if isinstance(handler, BatchHandler) else None
+        self._max_records = max_batch if self._batch_handler is not None else 200
         self._publisher = publisher
         self._clock = clock
         self._metrics = metrics
@@ -196,14 +223,15 @@ class ConsumerLoop:
             auto_offset_reset="earliest",
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-            max_poll_records=200,
+            max_poll_records=self._max_records,
         )
         self.started = asyncio.Event()
         self.joined = asyncio.Event()
         self._consumer.subscribe([self._topic_name], listener=_JoinListener(self.joined))
 
     def stop(self) -> None:
-        """Stop fetching; the record in hand is finished and committed before the loop returns."""
+        """Stop fetching; the record (or batch) in hand is finished and committed before the loop
+        returns."""
         self._stopping.set()
 
     async def run(self) -> None:
@@ -211,7 +239,19 @@ class ConsumerLoop:
         self.started.set()
         try:
             while not self._stopping.is_set():
-                batches = await self._consumer.getmany(timeout_ms=300, max_records=200)
+                batches = await self._consumer.getmany(
+                    timeout_ms=300, max_records=self._max_records
+                )
+                if self._batch_handler is not None:
+                    if batches:
+                        await self._process_batch(
+                            self._batch_handler, [r for rs in batches.values() for r in rs]
+                        )
+                        # one commit per batch: the handler's transaction is already durable
+                        await self._consumer.commit(
+                            {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                        )
+                    continue
                 for tp, records in batches.items():
                     for record in records:
                         await self._process(record)
@@ -232,14 +272,47 @@ class ConsumerLoop:
                 total += max(0, high - await self._consumer.position(tp))
         return total
 
-    async def _process(self, record: Any) -> None:
+    async def _decode(self, record: Any) -> Delivery | None:
+        """The record as a delivery, or None when it is undecodable (then it is dead-lettered)."""
         try:
             envelope = decode(record.key, record.value, record.headers)
             payload = parse_payload(self._topic, envelope)
         except (EnvelopeError, PayloadError) as exc:
             await self._dead_letter(record, f"undecodable: {exc}", attempts=1, event_id=None)
+            return None
+        return Delivery(envelope, payload, record.topic, record.partition, record.offset)
+
+    async def _process_batch(self, handler: BatchHandler, records: Sequence[Any]) -> None:
+        decoded = [(record, await self._decode(record)) for record in records]
+        good = [(record, delivery) for record, delivery in decoded if delivery is not None]
+        if not good:
             return
-        delivery = Delivery(envelope, payload, record.topic, record.partition, record.offset)
+        topic = self._topic.name
+        try:
+            await handler.handle_batch([delivery for _, delivery in good])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # one record may be the cause: each is handled on its own, retried, dead-lettered
+            log.warning(
+                "batch of %d records failed, handling them one by one: %s",
+                len(good),
+                type(exc).__name__,
+            )
+            self._metrics.batches.labels(topic, "split").inc()
+            for record, delivery in good:
+                await self._handle(record, delivery)
+            return
+        self._metrics.batches.labels(topic, "ok").inc()
+        self._metrics.handled.labels(topic, "ok").inc(len(good))
+
+    async def _process(self, record: Any) -> None:
+        delivery = await self._decode(record)
+        if delivery is not None:
+            await self._handle(record, delivery)
+
+    async def _handle(self, record: Any, delivery: Delivery) -> None:
+        envelope = delivery.envelope
         attempts = self._settings.kafka_handler_attempts
         for attempt in range(1, attempts + 1):
             with log_context(event_id=envelope.id, case_id=envelope.key):

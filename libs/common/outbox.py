@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -54,6 +55,39 @@ async def stage(
         )
     )
     return envelope
+
+
+async def stage_many(
+    session: AsyncSession,
+    *,
+    topic: Topic,
+    events: Sequence[tuple[Contract, str, datetime]],
+    source: str,
+) -> list[Envelope]:
+    """`stage` for many events (payload, key, time) in one statement; they are published in the
+    order given (the outbox ids follow it), so give each key's events in their order."""
+    envelopes = [
+        build_envelope(topic, payload, source=source, key=key, now=at)
+        for payload, key, at in events
+    ]
+    if envelopes:
+        await session.execute(
+            sa.insert(outbox),
+            [
+                {
+                    "topic": topic.name,
+                    "key": envelope.key,
+                    "event_id": envelope.id,
+                    "event_type": envelope.type,
+                    "source": envelope.source,
+                    "event_time": envelope.time,
+                    "data": envelope.data,
+                    "created_at": envelope.time,
+                }
+                for envelope in envelopes
+            ],
+        )
+    return envelopes
 
 
 class OutboxMetrics:

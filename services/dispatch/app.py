@@ -54,19 +54,21 @@ def create_app(
                 runtime.relay.wake()
                 deliverer.wake()
 
+            submitted = SubmittedCases(
+                runtime=runtime,
+                consumer="dispatch.submitted",
+                on_commit=after_commit,
+                duplicates=DuplicatePolicy(
+                    distance_meters=settings.duplicate_distance_meters,
+                    window=timedelta(hours=settings.duplicate_window_hours),
+                ),
+            )
+            app.state.submitted = submitted
             consumer = ConsumerLoop(
                 settings=settings,
                 topic=CASES_SUBMITTED,
                 group_id=settings.consumer_group,
-                handler=SubmittedCases(
-                    runtime=runtime,
-                    consumer="dispatch.submitted",
-                    on_commit=after_commit,
-                    duplicates=DuplicatePolicy(
-                        distance_meters=settings.duplicate_distance_meters,
-                        window=timedelta(hours=settings.duplicate_window_hours),
-                    ),
-                ),
+                handler=submitted,  # a batch handler: a fetch is one transaction
                 publisher=runtime.publisher,
                 clock=runtime.clock,
                 metrics=runtime.consumer_metrics,

@@ -1,21 +1,28 @@
 """dispatch's Kafka shell: a submitted case is stored, routed and queued for delivery — or merged
 into the open case it duplicates (并案) — in one transaction, with its lifecycle events staged in
-the outbox of that same transaction."""
+the outbox of that same transaction.
+
+A fetched batch of submissions is handled in one transaction with set-based statements (one claim,
+one lookup of stored cases, one search for duplicates, multi-row inserts), with the same effects as
+handling its records one after the other: a case may duplicate an earlier case of the same batch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import Counter
+from sqlalchemy.dialects.postgresql import ARRAY
 
-from libs.common.db import claim_event
+from libs.common.db import claim_event, claim_events
 from libs.common.events import CaseLifecycleEvent, CaseState, CaseSubmitted, Urgency
 from libs.common.ids import new_event_id
 from libs.common.kafka import Delivery
-from libs.common.outbox import stage
+from libs.common.outbox import stage, stage_many
 from libs.common.refdata import WebhookReceiver, WeekdayCalendar
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE
@@ -28,11 +35,22 @@ from services.dispatch.duplicates import (
     nearest,
     position,
 )
-from services.dispatch.lifecycle import CaseView, admit, assign, follow, merge, owning_node
+from services.dispatch.lifecycle import (
+    Admission,
+    CaseView,
+    admit,
+    assign,
+    follow,
+    merge,
+    owning_node,
+)
 from services.dispatch.models import CaseHistoryRow, CaseRow, DeliveryRow
-from services.dispatch.routing import route
+from services.dispatch.routing import RoutingDecision, route
 
-_C = CaseRow.__table__.c  # type: ignore[attr-defined]  # SQLModel leaves __table__ untyped
+_CASES = CaseRow.__table__  # type: ignore[attr-defined]  # SQLModel leaves __table__ untyped
+_C = _CASES.c
+_HISTORY = CaseHistoryRow.__table__  # type: ignore[attr-defined]
+_DELIVERIES = DeliveryRow.__table__  # type: ignore[attr-defined]
 _CLOSED = ("closed", "cancelled")
 
 
@@ -80,16 +98,10 @@ class SubmittedCases:
             )
             if not first or await session.get(CaseRow, case.case_id) is not None:
                 return
-            decision = route(
-                case,
-                runtime.refdata.routing,
-                now=now,
-                calendar=WeekdayCalendar(),
-                grid=runtime.refdata.grid,
-            )
+            decision = self._route(case, now)
             at = position(case)
             primary = None
-            if at is not None and self._duplicates.enabled and mergeable(case, runtime.refdata):
+            if at is not None and self._merging(case):
                 primary = await _open_case_near(
                     session, case=case, at=at, now=now, policy=self._duplicates
                 )
@@ -98,55 +110,216 @@ class SubmittedCases:
                 self._metrics.merged.labels(case.category.code).inc()
             else:
                 admission = admit(case, decision, now=now)
-            view = admission.view
-            row = CaseRow(
-                case_id=case.case_id,
-                version=view.version,
-                state=view.state.value,
-                source=case.source.value,
-                category=case.category.code,
-                urgency=case.urgency.value,
-                unit_grid=case.location.unit_grid,
-                department=view.department or admission.deliver_to,
-                routing=decision.snapshot().model_dump(mode="json"),
-                submitted=case.model_dump(mode="json", exclude_none=True),
-                created_at=now,
-                updated_at=now,
-                owner_node=owning_node(case.location.unit_grid),
-                co_handling=sorted(view.co_handling or decision.co_handling),
-                suspended=view.suspended,
-                extension_pending=view.extension_pending,
-                extension_requested_until=view.extension_requested_until,
-                verified=view.verified,
-                supervised=view.supervised,
-                lat=at[0] if at else None,
-                lon=at[1] if at else None,
-                merged_into=view.merged_into,
-            )
+            values = case_values(case, decision, admission, at=at, now=now)
+            assigned = self._assigned_at_once(case, decision, admission, values, now)
+            row = CaseRow(**values)
             session.add(row)
             self._metrics.decisions.labels(decision.rule_id or "triage").inc()
             for event in admission.events:
                 await record_transition(session, event=event, runtime=runtime, followers=False)
-            department = admission.deliver_to
-            if department is not None and is_pull(runtime, department):
-                # nothing to deliver: the department reads its inbox, so the case is its now
-                assigned = assign(
-                    case_id=row.case_id,
-                    state=admission.state,
-                    version=admission.version,
-                    category=row.category,
-                    unit_grid=row.unit_grid,
-                    department=department,
-                    routing=decision.snapshot(),
-                    now=now,
-                    urgency=case.urgency,
-                )
-                row.state = assigned.to_state.value
-                row.version = assigned.version
+            if assigned is not None:
                 await record_transition(session, event=assigned, runtime=runtime, followers=False)
-            elif department is not None:
-                queue_delivery(session, runtime=runtime, case=case, department=department, now=now)
+            elif admission.deliver_to is not None:
+                queue_delivery(
+                    session, runtime=runtime, case=case, department=admission.deliver_to, now=now
+                )
         self._on_commit()
+
+    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """The records in one transaction, with the effects of handling them one by one."""
+        runtime = self._runtime
+        now = runtime.clock.now()
+        batch = _Batch()
+        async with runtime.sessions() as session, session.begin():
+            claimed = await claim_events(
+                session,
+                consumer=self._consumer,
+                event_ids=[d.envelope.id for d in deliveries],
+                now=now,
+            )
+            cases: dict[str, CaseSubmitted] = {}
+            for delivery in deliveries:
+                case = delivery.payload
+                assert isinstance(case, CaseSubmitted)  # noqa: S101  # the topic carries only this
+                if delivery.envelope.id in claimed:
+                    claimed.discard(delivery.envelope.id)  # a second copy in the batch is not new
+                    cases.setdefault(case.case_id, case)  # a resubmission: the first one counts
+            if not cases:
+                return
+            stored = set(
+                (
+                    await session.scalars(sa.select(_C.case_id).where(_C.case_id.in_(list(cases))))
+                ).all()
+            )
+            fresh = [case for case_id, case in cases.items() if case_id not in stored]
+            places = [position(case) for case in fresh]
+            nearby = await _open_cases_near(
+                session,
+                wanted=[
+                    (index, case.category.code, at)
+                    for index, (case, at) in enumerate(zip(fresh, places, strict=True))
+                    if at is not None and self._merging(case)
+                ],
+                now=now,
+                policy=self._duplicates,
+            )
+            for index, (case, at) in enumerate(zip(fresh, places, strict=True)):
+                await self._admit_into(
+                    batch, session, case=case, at=at, nearby=nearby.get(index), now=now
+                )
+            await batch.write(session, runtime=runtime)
+        for rule in batch.decisions:
+            self._metrics.decisions.labels(rule).inc()
+        for category in batch.merged:
+            self._metrics.merged.labels(category).inc()
+        if batch.cases:
+            self._on_commit()
+
+    async def _admit_into(
+        self,
+        batch: _Batch,
+        session: Any,
+        *,
+        case: CaseSubmitted,
+        at: tuple[float, float] | None,
+        nearby: list[Candidate] | None,
+        now: datetime,
+    ) -> None:
+        """One case of a batch: decided against the stored cases and the batch's earlier ones."""
+        decision = self._route(case, now)
+        primary: CaseView | None = None
+        if at is not None and nearby is not None:
+            area = box(at, self._duplicates.distance_meters)
+            earlier = [
+                c
+                for c in batch.open_cases.get(case.category.code, [])
+                if area.min_lat <= c.lat <= area.max_lat and area.min_lon <= c.lon <= area.max_lon
+            ]
+            found = nearest(at, [*nearby, *earlier], self._duplicates.distance_meters)
+            if found is not None and found.case_id in batch.views:
+                primary = batch.views[found.case_id]
+            elif found is not None:
+                row = await _locked_open_case(session, found.case_id)
+                primary = view_of(row) if row is not None else None
+        if primary is not None:
+            admission = merge(case, decision, primary, now=now)
+            batch.merged.append(case.category.code)
+        else:
+            admission = admit(case, decision, now=now)
+        batch.decisions.append(decision.rule_id or "triage")
+        values = case_values(case, decision, admission, at=at, now=now)
+        assigned = self._assigned_at_once(case, decision, admission, values, now)
+        batch.cases.append(values)
+        batch.events.extend(admission.events)
+        if assigned is not None:
+            batch.events.append(assigned)
+        elif admission.deliver_to is not None:
+            delivery = delivery_values(
+                runtime=self._runtime, case=case, department=admission.deliver_to, now=now
+            )
+            if delivery is not None:
+                batch.deliveries.append(delivery)
+        view = view_of_values(values)
+        batch.views[case.case_id] = view
+        if at is not None and view.merged_into is None:
+            candidate = Candidate(case.case_id, at[0], at[1])
+            batch.open_cases.setdefault(case.category.code, []).append(candidate)
+
+    def _route(self, case: CaseSubmitted, now: datetime) -> RoutingDecision:
+        refdata = self._runtime.refdata
+        return route(case, refdata.routing, now=now, calendar=WeekdayCalendar(), grid=refdata.grid)
+
+    def _merging(self, case: CaseSubmitted) -> bool:
+        return self._duplicates.enabled and mergeable(case, self._runtime.refdata)
+
+    def _assigned_at_once(
+        self,
+        case: CaseSubmitted,
+        decision: RoutingDecision,
+        admission: Admission,
+        values: dict[str, Any],
+        now: datetime,
+    ) -> CaseLifecycleEvent | None:
+        """A pull department reads its inbox: nothing to deliver, the case is its at once (the
+        case's values are moved on to the assignment)."""
+        department = admission.deliver_to
+        if department is None or not is_pull(self._runtime, department):
+            return None
+        assigned = assign(
+            case_id=case.case_id,
+            state=admission.state,
+            version=admission.version,
+            category=case.category.code,
+            unit_grid=case.location.unit_grid,
+            department=department,
+            routing=decision.snapshot(),
+            now=now,
+            urgency=case.urgency,
+        )
+        values["state"] = assigned.to_state.value
+        values["version"] = assigned.version
+        return assigned
+
+
+@dataclass
+class _Batch:
+    """What a batch of submissions writes, gathered in order, and its new cases so far."""
+
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    events: list[CaseLifecycleEvent] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
+    views: dict[str, CaseView] = field(default_factory=dict)
+    open_cases: dict[str, list[Candidate]] = field(default_factory=dict)  # by category
+
+    async def write(self, session: Any, *, runtime: Runtime) -> None:
+        if not self.cases:
+            return
+        await session.execute(sa.insert(_CASES), self.cases)
+        # new cases: nobody follows them yet
+        await write_transitions(session, events=self.events, runtime=runtime)
+        if self.deliveries:
+            await session.execute(sa.insert(_DELIVERIES), self.deliveries)
+
+
+def case_values(
+    case: CaseSubmitted,
+    decision: RoutingDecision,
+    admission: Admission,
+    *,
+    at: tuple[float, float] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The new case's row (every column)."""
+    view = admission.view
+    return {
+        "case_id": case.case_id,
+        "version": view.version,
+        "state": view.state.value,
+        "source": case.source.value,
+        "category": case.category.code,
+        "urgency": case.urgency.value,
+        "unit_grid": case.location.unit_grid,
+        "department": view.department or admission.deliver_to,
+        "routing": decision.snapshot().model_dump(mode="json"),
+        "submitted": case.model_dump(mode="json", exclude_none=True),
+        "created_at": now,
+        "updated_at": now,
+        "owner_node": owning_node(case.location.unit_grid),
+        "co_handling": sorted(view.co_handling or decision.co_handling),
+        "returned_by": [],
+        "return_count": 0,
+        "rework_count": 0,
+        "suspended": view.suspended,
+        "extension_pending": view.extension_pending,
+        "extension_requested_until": view.extension_requested_until,
+        "verified": view.verified,
+        "supervised": view.supervised,
+        "lat": at[0] if at else None,
+        "lon": at[1] if at else None,
+        "merged_into": view.merged_into,
+    }
 
 
 async def _open_case_near(
@@ -175,32 +348,95 @@ async def _open_case_near(
     found = nearest(at, (Candidate(r.case_id, r.lat, r.lon) for r in rows), policy.distance_meters)
     if found is None:
         return None
-    row: CaseRow | None = await session.get(CaseRow, found.case_id, with_for_update=True)
+    return await _locked_open_case(session, found.case_id)
+
+
+async def _locked_open_case(session: Any, case_id: str) -> CaseRow | None:
+    """The case, locked so its state cannot move while a new one is merged into it; None when it
+    moved on between the search and the lock (then the new case is dispatched normally)."""
+    row: CaseRow | None = await session.get(CaseRow, case_id, with_for_update=True)
     if row is None or row.merged_into is not None or row.state in _CLOSED:
-        return None  # it moved on between the search and the lock: dispatch the case normally
+        return None
     return row
 
 
+async def _open_cases_near(
+    session: Any,
+    *,
+    wanted: Sequence[tuple[int, str, tuple[float, float]]],
+    now: datetime,
+    policy: DuplicatePolicy,
+) -> dict[int, list[Candidate]]:
+    """`_open_case_near`'s search for many new cases (index, category, position) in one
+    statement: per index, the open unmerged cases of its category within its box."""
+    if not wanted:
+        return {}
+    areas = [box(at, policy.distance_meters) for _, _, at in wanted]
+    search = (
+        sa.func.unnest(
+            sa.bindparam("index", [i for i, _, _ in wanted], type_=ARRAY(sa.Integer)),
+            sa.bindparam("category", [c for _, c, _ in wanted], type_=ARRAY(sa.String)),
+            sa.bindparam("min_lat", [a.min_lat for a in areas], type_=ARRAY(sa.Float)),
+            sa.bindparam("max_lat", [a.max_lat for a in areas], type_=ARRAY(sa.Float)),
+            sa.bindparam("min_lon", [a.min_lon for a in areas], type_=ARRAY(sa.Float)),
+            sa.bindparam("max_lon", [a.max_lon for a in areas], type_=ARRAY(sa.Float)),
+        )
+        .table_valued("index", "category", "min_lat", "max_lat", "min_lon", "max_lon")
+        .render_derived(name="wanted")
+    )
+    rows = (
+        await session.execute(
+            sa.select(search.c.index, _C.case_id, _C.lat, _C.lon)
+            .join(
+                search,
+                sa.and_(
+                    _C.category == search.c.category,
+                    _C.lat.between(search.c.min_lat, search.c.max_lat),
+                    _C.lon.between(search.c.min_lon, search.c.max_lon),
+                ),
+            )
+            .where(
+                _C.created_at >= now - policy.window,
+                _C.merged_into.is_(None),
+                _C.state.not_in(_CLOSED),
+            )
+        )
+    ).all()
+    found: dict[int, list[Candidate]] = {index: [] for index, _, _ in wanted}
+    for row in rows:
+        found[row.index].append(Candidate(row.case_id, row.lat, row.lon))
+    return found
+
+
 def view_of(row: CaseRow) -> CaseView:
+    return _view(lambda name: getattr(row, name))
+
+
+def view_of_values(values: dict[str, Any]) -> CaseView:
+    """The view of a case row given as its column values (`case_values`)."""
+    return _view(values.__getitem__)
+
+
+def _view(column: Callable[[str], Any]) -> CaseView:
     return CaseView(
-        case_id=row.case_id,
-        version=row.version,
-        state=CaseState(row.state),
-        category=row.category,
-        unit_grid=row.unit_grid,
-        owner_node=row.owner_node,
-        department=row.department,
-        co_handling=frozenset(row.co_handling),
-        returned_by=frozenset(row.returned_by),
-        return_count=row.return_count,
-        rework_count=row.rework_count,
-        suspended=row.suspended,
-        extension_pending=row.extension_pending,
-        extension_requested_until=row.extension_requested_until,
-        verified=row.verified,
-        supervised=row.supervised,
-        merged_into=row.merged_into,
-        urgency=Urgency(row.urgency),
+        case_id=column("case_id"),
+        version=column("version"),
+        state=CaseState(column("state")),
+        category=column("category"),
+        unit_grid=column("unit_grid"),
+        owner_node=column("owner_node"),
+        department=column("department"),
+        co_handling=frozenset(column("co_handling")),
+        returned_by=frozenset(column("returned_by")),
+        return_count=column("return_count"),
+        rework_count=column("rework_count"),
+        suspended=column("suspended"),
+        extension_pending=column("extension_pending"),
+        extension_requested_until=column("extension_requested_until"),
+        verified=column("verified"),
+        supervised=column("supervised"),
+        merged_into=column("merged_into"),
+        urgency=Urgency(column("urgency")),
     )
 
 
@@ -235,25 +471,77 @@ async def record_transition(
         source=runtime.source,
         now=event.at,
     )
-    session.add(
-        CaseHistoryRow(
-            case_id=event.case_id,
-            version=event.version,
-            transition=event.transition.value,
-            from_state=event.from_state.value if event.from_state else None,
-            to_state=event.to_state.value,
-            at=event.at,
-            actor_kind=event.actor.kind,
-            actor_id=event.actor.id,
-            department=event.department,
-            reason=event.reason,
-            event_id=envelope.id,
-            reason_code=event.reason_code,
-            note=event.note,
-        )
-    )
+    session.add(CaseHistoryRow(**history_values(event, event_id=envelope.id)))
     if followers and event.merged_into is None:
         await _echo_to_followers(session, event=event, runtime=runtime)
+
+
+async def record_transitions(
+    session: Any, *, events: Sequence[CaseLifecycleEvent], runtime: Runtime
+) -> None:
+    """`record_transition` of many events, in order, with set-based statements: one search for
+    the followers of them all, and multi-row inserts of the audit rows and staged events."""
+    primaries = sorted({e.case_id for e in events if e.merged_into is None})
+    followers: dict[str, list[CaseRow]] = {}
+    if primaries:
+        merged = await session.scalars(
+            sa.select(CaseRow)
+            .where(_C.merged_into.in_(primaries))
+            .order_by(_C.case_id)
+            .with_for_update()
+        )
+        for row in merged.all():
+            followers.setdefault(row.merged_into, []).append(row)
+    staged: list[CaseLifecycleEvent] = []
+    for event in events:
+        staged.append(event)
+        if event.merged_into is not None:
+            continue
+        for row in followers.get(event.case_id, []):
+            outcome = follow(view_of(row), event)
+            store_view(row, outcome.view, event.at)
+            staged.extend(outcome.events)
+    await write_transitions(session, events=staged, runtime=runtime)
+
+
+async def write_transitions(
+    session: Any, *, events: Sequence[CaseLifecycleEvent], runtime: Runtime
+) -> None:
+    """The audit rows and staged `cases.lifecycle` events of transitions (no followers)."""
+    if not events:
+        return
+    envelopes = await stage_many(
+        session,
+        topic=CASES_LIFECYCLE,
+        events=[(event, event.case_id, event.at) for event in events],
+        source=runtime.source,
+    )
+    await session.execute(
+        sa.insert(_HISTORY),
+        [
+            history_values(event, event_id=envelope.id)
+            for event, envelope in zip(events, envelopes, strict=True)
+        ],
+    )
+
+
+def history_values(event: CaseLifecycleEvent, *, event_id: str) -> dict[str, Any]:
+    """The audit row of a transition (every column but the id)."""
+    return {
+        "case_id": event.case_id,
+        "version": event.version,
+        "transition": event.transition.value,
+        "from_state": event.from_state.value if event.from_state else None,
+        "to_state": event.to_state.value,
+        "at": event.at,
+        "actor_kind": event.actor.kind,
+        "actor_id": event.actor.id,
+        "department": event.department,
+        "reason": event.reason,
+        "event_id": event_id,
+        "reason_code": event.reason_code,
+        "note": event.note,
+    }
 
 
 async def _echo_to_followers(session: Any, *, event: CaseLifecycleEvent, runtime: Runtime) -> None:
@@ -284,23 +572,36 @@ def queue_delivery(
 ) -> str | None:
     """A pending signed-webhook delivery of `case` to `department`; returns its webhook-id, or
     None for a pull department (it reads its inbox: nothing to deliver)."""
+    values = delivery_values(runtime=runtime, case=case, department=department, now=now)
+    if values is None:
+        return None
+    session.add(DeliveryRow(**values))
+    return str(values["delivery_id"])
+
+
+def delivery_values(
+    *, runtime: Runtime, case: CaseSubmitted, department: str, now: datetime
+) -> dict[str, Any] | None:
+    """The row of a pending delivery of `case` to `department` (every column), or None for a
+    pull department."""
     receiver = runtime.refdata.departments[department].receiver
     if not isinstance(receiver, WebhookReceiver):
         return None
     delivery_id = "msg_" + new_event_id(now)
-    session.add(
-        DeliveryRow(
-            delivery_id=delivery_id,
-            case_id=case.case_id,
-            department=department,
-            url=str(receiver.url),
-            status=DeliveryStatus.PENDING.value,
-            attempts=0,
-            next_attempt_at=now,
-            payload=webhook_body(
-                case, delivery_id=delivery_id, department=department, sharing=receiver.reporter
-            ),
-            created_at=now,
-        )
-    )
-    return delivery_id
+    return {
+        "delivery_id": delivery_id,
+        "case_id": case.case_id,
+        "department": department,
+        "url": str(receiver.url),
+        "status": DeliveryStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_error": None,
+        "last_status_code": None,
+        "payload": webhook_body(
+            case, delivery_id=delivery_id, department=department, sharing=receiver.reporter
+        ),
+        "created_at": now,
+        "delivered_at": None,
+        "leased_until": None,
+    }

@@ -2,9 +2,11 @@
 concurrency limit per department, and the assignment a delivery causes.
 
 A round leases due deliveries in one short transaction (`FOR UPDATE SKIP LOCKED`, the lease
-pushed into `leased_until`/`next_attempt_at`), commits, POSTs outside any transaction, and records
-each answer in a transaction of its own: a slow receiver holds neither a row lock nor a
-connection, and a crashed instance's leases simply run out and the deliveries are due again.
+pushed into `leased_until`/`next_attempt_at`), commits, and POSTs outside any transaction; the
+answers are recorded by one recorder, all answers that came in meanwhile in one transaction, while
+the next attempts go on: a slow receiver holds neither a row lock nor a connection, and a crashed
+instance's leases simply run out and the deliveries are due again. An answered delivery keeps its
+lease until its answer is recorded, so it still counts against its department's limit.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.events import CaseState, RoutingSnapshot, Urgency
@@ -30,7 +32,7 @@ from libs.common.logs import log_context
 from libs.common.refdata import ReferenceData, WebhookReceiver
 from libs.common.runtime import Runtime
 from libs.common.signing import SignatureError, signed_headers, validate_secret
-from services.dispatch.consumer import record_transition
+from services.dispatch.consumer import record_transitions
 from services.dispatch.delivery import (
     Breaker,
     BreakerPhase,
@@ -50,6 +52,7 @@ from services.dispatch.settings import DispatchSettings
 log = logging.getLogger(__name__)
 _D = DeliveryRow.__table__.c  # type: ignore[attr-defined]  # SQLModel leaves __table__ untyped
 _R = ReceiverRow.__table__.c  # type: ignore[attr-defined]
+_C = CaseRow.__table__.c  # type: ignore[attr-defined]
 # case queued → delivered: seconds for a healthy receiver, up to days through retries
 LATENCY_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400)
 
@@ -158,6 +161,11 @@ async def ensure_receivers(
         )
 
 
+def _counts(rows: Sequence[sa.Row[str, int]]) -> dict[str, int]:
+    """(department, count) rows as a mapping."""
+    return dict(rows)
+
+
 class Deliverer:
     def __init__(
         self,
@@ -176,6 +184,8 @@ class Deliverer:
         self._stopping = asyncio.Event()
         self._random = random.Random()  # noqa: S311  # jitter, not security
         self._inflight: set[asyncio.Task[None]] = set()
+        self._answered: list[tuple[Leased, Attempt]] = []  # attempts not yet recorded
+        self._to_record = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
@@ -185,6 +195,7 @@ class Deliverer:
         self._wake.set()
 
     async def run(self) -> None:
+        recorder = asyncio.create_task(self._recorder(), name="delivery-recorder")
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
@@ -203,6 +214,25 @@ class Deliverer:
             for task in self._inflight:
                 task.cancel()  # its lease runs out and the delivery is due again
             await asyncio.gather(*self._inflight, return_exceptions=True)
+            recorder.cancel()  # what it had not recorded is tried again when the leases run out
+            await asyncio.gather(recorder, return_exceptions=True)
+
+    async def _recorder(self) -> None:
+        """Records the answers: each round, all of them that came in since the last one."""
+        while True:
+            await self._to_record.wait()
+            self._to_record.clear()
+            answered, self._answered = self._answered, []
+            if not answered:
+                continue
+            try:
+                await self._record(answered)
+            except Exception as exc:  # the leases run out and the deliveries are tried again
+                log.warning(
+                    "%d delivery answers not recorded: %s", len(answered), type(exc).__name__
+                )
+            self._runtime.relay.wake()
+            self._wake.set()  # their departments' slots are free now
 
     async def start_due(self) -> int:
         """Lease what is due and may go now, and start an attempt for each; returns how many."""
@@ -221,91 +251,116 @@ class Deliverer:
         self._wake.set()
 
     async def _lease(self, capacity: int) -> list[Leased]:
+        """One transaction of a few statements whatever the number of departments: the due
+        departments with their receivers locked, their attempts in flight, and per department
+        its oldest due deliveries up to its free slots, locked and leased."""
         settings = self._settings
         now = self._runtime.clock.now()
         until = now + timedelta(seconds=settings.delivery_lease_seconds)
         pending = _D.status == DeliveryStatus.PENDING.value
-        leased: list[Leased] = []
         async with self._runtime.sessions() as session, session.begin():
-            due = (
-                await session.scalars(
-                    sa.select(_D.department).where(pending, _D.next_attempt_at <= now).distinct()
-                )
-            ).all()
-            await ensure_receivers(session, due, now)
+            due: dict[str, int] = _counts(
+                (
+                    await session.execute(
+                        sa.select(_D.department, sa.func.count())
+                        .where(pending, _D.next_attempt_at <= now)
+                        .group_by(_D.department)
+                    )
+                ).all()
+            )
+            if not due:
+                return []
+            await ensure_receivers(session, sorted(due), now)
             receivers = (
                 await session.scalars(
                     sa.select(ReceiverRow)
-                    .where(_R.department.in_(due), _R.disabled.is_(False))
+                    .where(_R.department.in_(sorted(due)), _R.disabled.is_(False))
                     .order_by(_R.department)
                     .with_for_update(skip_locked=True)  # another instance is leasing for it
                 )
             ).all()
-            for receiver in receivers:
-                slots = await self._slots(session, receiver, now, capacity)
-                if slots <= 0:
-                    continue
-                rows = (
-                    await session.scalars(
-                        sa.select(DeliveryRow)
+            in_flight: dict[str, int] = _counts(
+                (
+                    await session.execute(
+                        sa.select(_D.department, sa.func.count())
                         .where(
                             pending,
-                            _D.department == receiver.department,
-                            _D.next_attempt_at <= now,
+                            _D.department.in_([r.department for r in receivers]),
+                            _D.leased_until > now,
                         )
-                        .order_by(_D.next_attempt_at)
-                        .limit(slots)
-                        .with_for_update(skip_locked=True)
+                        .group_by(_D.department)
                     )
                 ).all()
-                if not rows:
-                    continue
+            )
+            slots: dict[str, int] = {}
+            for receiver in receivers:
+                free = min(
+                    self._slots(receiver, now, capacity, in_flight.get(receiver.department, 0)),
+                    due[receiver.department],
+                )
+                if free > 0:
+                    slots[receiver.department] = free
+                    capacity -= free
+                if capacity <= 0:
+                    break
+            if not slots:
+                return []
+            wanted = (
+                sa.func.unnest(
+                    sa.bindparam("departments", list(slots), type_=ARRAY(sa.String)),
+                    sa.bindparam("slots", list(slots.values()), type_=ARRAY(sa.Integer)),
+                )
+                .table_valued("department", "slots")
+                .render_derived(name="wanted")
+            )
+            picked = (
+                sa.select(_D.delivery_id, _D.case_id, _D.department, _D.url, _D.payload)
+                .where(pending, _D.department == wanted.c.department, _D.next_attempt_at <= now)
+                .order_by(_D.next_attempt_at)
+                .limit(wanted.c.slots)
+                .with_for_update(skip_locked=True)
+                .lateral("picked")
+            )
+            rows = (
+                await session.execute(sa.select(picked).select_from(wanted).join(picked, sa.true()))
+            ).all()
+            if not rows:
+                return []
+            await session.execute(
+                sa.update(DeliveryRow.__table__)  # type: ignore[attr-defined]
+                .where(_D.delivery_id.in_([row.delivery_id for row in rows]))
+                .values(leased_until=until, next_attempt_at=until)
+            )
+            leasing = {row.department for row in rows}
+            for receiver in receivers:
                 breaker = breaker_of(receiver)
-                if breaker_phase(breaker, now=now) is BreakerPhase.HALF_OPEN:
+                if receiver.department in leasing and (
+                    breaker_phase(breaker, now=now) is BreakerPhase.HALF_OPEN
+                ):
                     probe = breaker_probing(
                         breaker, now=now, lease_seconds=settings.delivery_lease_seconds
                     )
                     _keep(receiver, probe, now)
-                for row in rows:
-                    row.leased_until = until
-                    row.next_attempt_at = until
-                    leased.append(
-                        Leased(row.delivery_id, row.case_id, row.department, row.url, row.payload)
-                    )
-                capacity -= len(rows)
-                if capacity <= 0:
-                    break
-        return leased
+        return [
+            Leased(row.delivery_id, row.case_id, row.department, row.url, row.payload)
+            for row in rows
+        ]
 
-    async def _slots(
-        self, session: AsyncSession, receiver: ReceiverRow, now: datetime, capacity: int
-    ) -> int:
+    def _slots(self, receiver: ReceiverRow, now: datetime, capacity: int, in_flight: int) -> int:
         """How many attempts may start now for this department's endpoint."""
         if receiver.department not in self._secrets:
             return 0  # no longer a webhook department: its deliveries wait, they are not lost
         phase = breaker_phase(breaker_of(receiver), now=now)
         if phase is BreakerPhase.OPEN:
             return 0
-        in_flight = await session.scalar(
-            sa.select(sa.func.count())
-            .select_from(DeliveryRow)
-            .where(
-                _D.department == receiver.department,
-                _D.status == DeliveryStatus.PENDING.value,
-                _D.leased_until > now,
-            )
-        )
         if phase is BreakerPhase.HALF_OPEN:
             return 1 if not in_flight else 0
-        return min(capacity, self._settings.delivery_concurrency_per_department - (in_flight or 0))
+        return min(capacity, self._settings.delivery_concurrency_per_department - in_flight)
 
     async def _deliver(self, delivery: Leased) -> None:
         attempt = await self._attempt(delivery)
-        try:
-            await self._record(delivery, attempt)
-        except Exception as exc:  # the lease runs out and the delivery is tried again
-            log.warning("delivery %s not recorded: %s", delivery.delivery_id, type(exc).__name__)
-        self._runtime.relay.wake()
+        self._answered.append((delivery, attempt))
+        self._to_record.set()
 
     async def _attempt(self, delivery: Leased) -> Attempt:
         body = json.dumps(delivery.payload, ensure_ascii=False, separators=(",", ":")).encode()
@@ -337,68 +392,106 @@ class Deliverer:
             response.headers.get("retry-after"),
         )
 
-    async def _record(self, delivery: Leased, attempt: Attempt) -> None:
-        settings = self._settings
+    async def _record(self, answered: Sequence[tuple[Leased, Attempt]]) -> None:
+        """The answers in one transaction, in the order they came (each receiver's breaker
+        follows them in turn); a delivery finished meanwhile (its lease ran out and it was taken
+        again elsewhere) is left alone."""
         metrics = self.metrics
         now = self._runtime.clock.now()
-        outcome = classify(attempt.status_code)
-        department = delivery.department
-        metrics.seconds.labels(department).observe(attempt.seconds)
+        labels: list[tuple[str, str]] = []
+        for delivery, attempt in answered:
+            metrics.seconds.labels(delivery.department).observe(attempt.seconds)
         async with self._runtime.sessions() as session, session.begin():
-            row = await session.get(DeliveryRow, delivery.delivery_id, with_for_update=True)
-            if row is None or row.status != DeliveryStatus.PENDING.value:
-                return  # finished meanwhile (a lease that ran out, taken again elsewhere)
-            await ensure_receivers(session, [department], now)
-            receiver = await session.get(ReceiverRow, department, with_for_update=True)
-            assert receiver is not None  # noqa: S101  # ensured just above
-            row.attempts += 1
-            row.last_status_code = attempt.status_code
-            row.last_error = attempt.error
-            row.leased_until = None
-            label = outcome.value
-            with log_context(case_id=row.case_id):
-                if outcome is Outcome.GONE:
-                    self._disable(receiver, row, now)
-                else:
-                    self._breaker(receiver, succeeded=outcome is Outcome.DELIVERED, now=now)
-                if outcome is Outcome.DELIVERED:
-                    row.status = DeliveryStatus.DELIVERED.value
-                    row.delivered_at = now
-                    row.next_attempt_at = None
-                    latency = (now - row.created_at).total_seconds()
-                    metrics.latency.labels(department).observe(max(0.0, latency))
-                    await self._assign(session, row)
-                elif outcome is Outcome.RETRY and row.attempts >= settings.delivery_max_attempts:
-                    row.status = DeliveryStatus.DEAD.value
-                    row.next_attempt_at = None
-                    label = DeliveryStatus.DEAD.value
-                    metrics.dead_lettered.labels(department).inc()
-                    log.error(
-                        "delivery %s to %s is a dead letter after %d attempts: %s",
-                        row.delivery_id,
-                        department,
-                        row.attempts,
-                        attempt.error,
+            rows = {
+                row.delivery_id: row
+                for row in (
+                    await session.scalars(
+                        sa.select(DeliveryRow)
+                        .where(_D.delivery_id.in_([d.delivery_id for d, _ in answered]))
+                        .order_by(_D.delivery_id)
+                        .with_for_update()
                     )
-                elif outcome is Outcome.RETRY:
-                    row.next_attempt_at = next_attempt_at(
-                        attempts=row.attempts,
-                        now=now,
-                        base_seconds=settings.delivery_base_delay_seconds,
-                        max_seconds=settings.delivery_max_delay_seconds,
-                        jitter=self._random.random(),
-                        retry_after=retry_after_seconds(
-                            attempt.status_code, attempt.retry_after, now=now
-                        ),
+                ).all()
+            }
+            departments = sorted({d.department for d, _ in answered})
+            await ensure_receivers(session, departments, now)
+            receivers = {
+                row.department: row
+                for row in (
+                    await session.scalars(
+                        sa.select(ReceiverRow)
+                        .where(_R.department.in_(departments))
+                        .order_by(_R.department)
+                        .with_for_update()
                     )
-                    log.warning(
-                        "delivery %s to %s failed (attempt %d): %s",
-                        row.delivery_id,
-                        department,
-                        row.attempts,
-                        attempt.error,
-                    )
-        metrics.attempts.labels(department, label).inc()
+                ).all()
+            }
+            delivered = []
+            for delivery, attempt in answered:
+                row = rows.get(delivery.delivery_id)
+                if row is None or row.status != DeliveryStatus.PENDING.value:
+                    continue
+                with log_context(case_id=row.case_id):
+                    label = self._outcome(row, receivers[row.department], attempt, now)
+                labels.append((row.department, label))
+                if label == DeliveryStatus.DELIVERED.value:
+                    delivered.append(row)
+            await self._assign(session, delivered)
+        for department, label in labels:
+            metrics.attempts.labels(department, label).inc()
+
+    def _outcome(
+        self, row: DeliveryRow, receiver: ReceiverRow, attempt: Attempt, now: datetime
+    ) -> str:
+        """One answer applied to its delivery and its receiver; returns the outcome's label."""
+        settings = self._settings
+        metrics = self.metrics
+        outcome = classify(attempt.status_code)
+        department = row.department
+        row.attempts += 1
+        row.last_status_code = attempt.status_code
+        row.last_error = attempt.error
+        row.leased_until = None
+        label = outcome.value
+        if outcome is Outcome.GONE:
+            self._disable(receiver, row, now)
+        else:
+            self._breaker(receiver, succeeded=outcome is Outcome.DELIVERED, now=now)
+        if outcome is Outcome.DELIVERED:
+            row.status = DeliveryStatus.DELIVERED.value
+            row.delivered_at = now
+            row.next_attempt_at = None
+            latency = (now - row.created_at).total_seconds()
+            metrics.latency.labels(department).observe(max(0.0, latency))
+        elif outcome is Outcome.RETRY and row.attempts >= settings.delivery_max_attempts:
+            row.status = DeliveryStatus.DEAD.value
+            row.next_attempt_at = None
+            label = DeliveryStatus.DEAD.value
+            metrics.dead_lettered.labels(department).inc()
+            log.error(
+                "delivery %s to %s is a dead letter after %d attempts: %s",
+                row.delivery_id,
+                department,
+                row.attempts,
+                attempt.error,
+            )
+        elif outcome is Outcome.RETRY:
+            row.next_attempt_at = next_attempt_at(
+                attempts=row.attempts,
+                now=now,
+                base_seconds=settings.delivery_base_delay_seconds,
+                max_seconds=settings.delivery_max_delay_seconds,
+                jitter=self._random.random(),
+                retry_after=retry_after_seconds(attempt.status_code, attempt.retry_after, now=now),
+            )
+            log.warning(
+                "delivery %s to %s failed (attempt %d): %s",
+                row.delivery_id,
+                department,
+                row.attempts,
+                attempt.error,
+            )
+        return label
 
     def _disable(self, receiver: ReceiverRow, row: DeliveryRow, now: datetime) -> None:
         """410 Gone: the endpoint is gone for every delivery; they wait for an operator."""
@@ -431,27 +524,46 @@ class Deliverer:
                 after.failures,
             )
 
-    async def _assign(self, session: AsyncSession, row: DeliveryRow) -> None:
-        case = await session.get(CaseRow, row.case_id, with_for_update=True)
-        if case is None:
+    async def _assign(self, session: AsyncSession, delivered: Sequence[DeliveryRow]) -> None:
+        """The cases of these deliveries are their departments' now (each one's transition from
+        its state at that moment: one that moved on meanwhile is left as it is)."""
+        if not delivered:
             return
-        try:
-            event = assign(
-                case_id=case.case_id,
-                state=CaseState(case.state),
-                version=case.version,
-                category=case.category,
-                unit_grid=case.unit_grid,
-                department=row.department,
-                routing=RoutingSnapshot.model_validate(case.routing) if case.routing else None,
-                now=self._runtime.clock.now(),
-                urgency=Urgency(case.urgency),
-            )
-        except TransitionRefusedError as exc:
-            log.info("delivered, but the case moved on meanwhile: %s", exc)
-            return
-        case.state = event.to_state.value
-        case.version = event.version
-        case.department = row.department
-        case.updated_at = event.at
-        await record_transition(session, event=event, runtime=self._runtime)
+        cases = {
+            case.case_id: case
+            for case in (
+                await session.scalars(
+                    sa.select(CaseRow)
+                    .where(_C.case_id.in_(sorted({row.case_id for row in delivered})))
+                    .order_by(_C.case_id)
+                    .with_for_update()
+                )
+            ).all()
+        }
+        events = []
+        for row in delivered:
+            case = cases.get(row.case_id)
+            if case is None:
+                continue
+            try:
+                event = assign(
+                    case_id=case.case_id,
+                    state=CaseState(case.state),
+                    version=case.version,
+                    category=case.category,
+                    unit_grid=case.unit_grid,
+                    department=row.department,
+                    routing=RoutingSnapshot.model_validate(case.routing) if case.routing else None,
+                    now=self._runtime.clock.now(),
+                    urgency=Urgency(case.urgency),
+                )
+            except TransitionRefusedError as exc:
+                with log_context(case_id=case.case_id):
+                    log.info("delivered, but the case moved on meanwhile: %s", exc)
+                continue
+            case.state = event.to_state.value
+            case.version = event.version
+            case.department = row.department
+            case.updated_at = event.at
+            events.append(event)
+        await record_transitions(session, events=events, runtime=self._runtime)

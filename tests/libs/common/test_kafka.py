@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -409,3 +410,93 @@ async def test_stop_lets_the_record_in_hand_finish_and_commit_before_run_returns
     async with running(bench.consumer(again.add)) as task:
         await unless_crashed(again.wait_for_count(1), task)
     assert again.ids == [next_one.id]
+
+
+class Batches:
+    """A batch handler: what `handle_batch` and the per-record call were given; `failing` ids
+    make a batch holding one of them fail, and the record itself fail on its own too."""
+
+    def __init__(self, bench: Bench, failing: frozenset[str] = frozenset()) -> None:
+        self.bench = bench
+        self.failing = failing
+        self.batches: list[list[str]] = []
+        self.committed_at_batch: list[int] = []
+        self.one_by_one: list[str] = []
+        self.handled = Calls()
+
+    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        self.batches.append([d.envelope.id for d in deliveries])
+        self.committed_at_batch.append(await self.bench.committed())
+        if any(d.envelope.id in self.failing for d in deliveries):
+            raise RuntimeError("one of them is bad")
+        for delivery in deliveries:
+            await self.handled.add(delivery)
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.one_by_one.append(delivery.envelope.id)
+        if delivery.envelope.id in self.failing:
+            raise RuntimeError("this one is bad")
+        await self.handled.add(delivery)
+
+
+async def test_a_batch_handler_gets_whole_fetches_and_offsets_are_committed_after_each(
+    bench: Bench,
+) -> None:
+    published = [await bench.publish() for _ in range(5)]
+    handler = Batches(bench)
+
+    async with running(bench.consumer(handler)) as task:
+        await unless_crashed(handler.handled.wait_for_count(5), task)
+
+    assert [i for batch in handler.batches for i in batch] == [e.id for e in published]
+    # when a batch starts, nothing of it is committed yet: offsets follow the handler's success
+    starts = list(itertools.accumulate([0] + [len(b) for b in handler.batches[:-1]]))
+    assert handler.committed_at_batch == [start or -1 for start in starts]
+    assert handler.one_by_one == []
+    assert await bench.committed() == 5
+    assert bench.count("ok") == 5
+
+
+async def test_a_failing_batch_is_handled_one_by_one_and_only_its_poison_is_dead_lettered(
+    bench: Bench,
+) -> None:
+    before = await bench.publish()
+    poison = await bench.publish()
+    after = await bench.publish()
+    handler = Batches(bench, failing=frozenset({poison.id}))
+
+    async with bench.dead_letters() as letters, running(bench.consumer(handler)) as task:
+        await unless_crashed(handler.handled.wait_for_id(after.id), task)
+        _, letter = await letters.wait_for(lambda _, p: isinstance(p, DeadLetter))
+
+    assert handler.handled.ids == [before.id, after.id]  # neither lost nor blocked
+    assert handler.one_by_one.count(poison.id) == ATTEMPTS
+    assert isinstance(letter, DeadLetter)
+    assert (letter.original_event_id, letter.offset, letter.attempts) == (poison.id, 1, ATTEMPTS)
+    assert bench.count("dead_lettered") == 1
+    assert bench.count("ok") == 2
+    assert await bench.committed() == 3
+
+
+async def test_an_undecodable_record_in_a_batch_is_dead_lettered_and_the_rest_batched(
+    bench: Bench,
+) -> None:
+    first = await bench.publish()
+    producer = AIOKafkaProducer(bootstrap_servers=bench.isolation.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(bench.topic, value=b"{not json", key=b"poison")
+    finally:
+        await producer.stop()
+    last = await bench.publish()
+    handler = Batches(bench)
+
+    async with bench.dead_letters() as letters, running(bench.consumer(handler)) as task:
+        await unless_crashed(handler.handled.wait_for_id(last.id), task)
+        _, letter = await letters.wait_for(lambda _, p: isinstance(p, DeadLetter))
+
+    assert handler.handled.ids == [first.id, last.id]
+    assert handler.one_by_one == []  # the good records went in batches
+    assert isinstance(letter, DeadLetter)
+    assert letter.offset == 1 and letter.error.startswith("undecodable: ")
+    assert await bench.committed() == 3
