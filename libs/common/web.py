@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +23,11 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.common.auth import AuthError
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+    from libs.common.runtime import Runtime
 
 ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool]]]
 
@@ -223,3 +228,26 @@ def install_openapi(
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def service_app(
+    *,
+    title: str,
+    description: str,
+    runtime: Runtime,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    optional: frozenset[str] = frozenset(),
+) -> FastAPI:
+    """A service's FastAPI app with what every service has: the runtime in `app.state`, the
+    error format, and /healthz, /readyz and /metrics (`optional`: see install_platform_routes)."""
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, description=description)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    install_platform_routes(
+        app,
+        registry=runtime.registry,
+        metrics_token=runtime.settings.metrics_token,
+        readiness=runtime.ready,
+        optional=optional,
+    )
+    return app

@@ -14,10 +14,9 @@ from fastapi import FastAPI
 
 from libs.common.auth import TokenVerifier
 from libs.common.clock import Clock, SystemClock
-from libs.common.kafka import ConsumerLoop
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_SUBMITTED, SLA_SIGNALS
-from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
+from libs.common.web import install_openapi, service_app
 from services.dispatch import delivery_api, departments, operators
 from services.dispatch.consumer import SubmittedCases
 from services.dispatch.duplicates import DuplicatePolicy
@@ -64,33 +63,20 @@ def create_app(
                 ),
             )
             app.state.submitted = submitted
-            consumer = ConsumerLoop(
-                settings=settings,
-                topic=CASES_SUBMITTED,
+            app.state.consumer = runtime.consume(
+                CASES_SUBMITTED,
                 group_id=settings.consumer_group,
                 handler=submitted,  # a batch handler: a fetch is one transaction
-                publisher=runtime.publisher,
-                clock=runtime.clock,
-                metrics=runtime.consumer_metrics,
-                names=runtime.names,
+                check="consumer",
             )
-            app.state.consumer = consumer
-            runtime.spawn(consumer.run(), stop=consumer.stop, name="cases-submitted")
-            signals = ConsumerLoop(
-                settings=settings,
-                topic=SLA_SIGNALS,
+            app.state.signals = runtime.consume(
+                SLA_SIGNALS,
                 group_id=f"{settings.consumer_group}-sla",
                 handler=SlaSignals(
                     runtime=runtime, consumer="dispatch.sla", on_commit=after_commit
                 ),
-                publisher=runtime.publisher,
-                clock=runtime.clock,
-                metrics=runtime.consumer_metrics,
-                names=runtime.names,
+                check="sla_consumer",
             )
-            app.state.signals = signals
-            runtime.spawn(signals.run(), stop=signals.stop, name="sla-signals")
-            runtime.add_check("sla_consumer", signals.joined.is_set)
             reloader = RoutingReloader(
                 runtime=runtime,
                 path=settings.config_dir / "routing.yaml",
@@ -101,27 +87,18 @@ def create_app(
             gauges = CaseGauges(runtime=runtime, interval=settings.gauges_seconds)
             app.state.gauges = gauges
             runtime.spawn(gauges.run(), stop=gauges.stop, name="case-gauges")
-            runtime.add_check("consumer", consumer.joined.is_set)
             yield
         finally:
             await runtime.stop()
             await client.aclose()
 
-    app = FastAPI(
+    app = service_app(
         title="gridflow dispatch",
-        version="0.1.0",
-        lifespan=lifespan,
         description="Routes every case to its department and follows it to closure.",
+        runtime=runtime,
+        lifespan=lifespan,
     )
-    app.state.runtime = runtime
     app.state.verifier = TokenVerifier(secret=settings.api_jwt_secret.get_secret_value())
-    install_error_handlers(app)
-    install_platform_routes(
-        app,
-        registry=runtime.registry,
-        metrics_token=settings.metrics_token,
-        readiness=runtime.ready,
-    )
     app.include_router(departments.router)
     app.include_router(operators.router)
     app.include_router(delivery_api.router)

@@ -8,8 +8,6 @@ disabling a receiver concerns every case, so it needs the city node in the token
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -17,13 +15,14 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.auth import Principal
 from libs.common.contract import Contract
 from libs.common.runtime import Runtime
 from libs.common.web import ApiError
 from services.dispatch.delivery import DeliveryStatus, breaker_phase
-from services.dispatch.departments import MAX_PAGE
+from services.dispatch.departments import MAX_PAGE, make_cursor, read_cursor
 from services.dispatch.models import CaseRow, DeliveryRow, ReceiverRow
 from services.dispatch.operators import _nodes, _operator, _scope_clause
 from services.dispatch.webhooks import breaker_of, ensure_receivers
@@ -67,21 +66,8 @@ def _visible_deliveries(runtime: Runtime, principal: Principal) -> Any:
     return _D.case_id.in_(cases)
 
 
-def _cursor(text: str | None) -> tuple[datetime, str] | None:
-    if not text:
-        return None
-    try:
-        moment, delivery_id = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(moment), delivery_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ApiError(
-            422, "invalid_request", "not a cursor this API gave", "query.cursor"
-        ) from exc
-
-
 def _next_cursor(row: DeliveryRow) -> str:
-    text = f"{row.created_at.isoformat()}|{row.delivery_id}"
-    return base64.urlsafe_b64encode(text.encode()).decode()
+    return make_cursor(row.created_at, row.delivery_id)
 
 
 def _when(value: datetime | None) -> str | None:
@@ -122,7 +108,7 @@ async def _page(
         query = query.where(_D.department == department)
     if status:
         query = query.where(_D.status == status.value)
-    after = _cursor(cursor)
+    after = read_cursor(cursor)
     if after is not None:
         query = query.where(sa.tuple_(_D.created_at, _D.delivery_id) > sa.tuple_(*after))
     query = query.order_by(_D.created_at, _D.delivery_id).limit(limit)
@@ -268,6 +254,14 @@ def _city_operator(request: Request, department: str) -> tuple[Runtime, Principa
     return runtime, principal
 
 
+async def _locked_receiver(session: AsyncSession, department: str, now: datetime) -> ReceiverRow:
+    """The department's receiver row (made if it is missing), locked for this transaction."""
+    await ensure_receivers(session, [department], now)
+    row = await session.get(ReceiverRow, department, with_for_update=True)
+    assert row is not None  # noqa: S101  # ensured just above
+    return row
+
+
 @router.post(
     "/receivers/{department}/enable",
     summary="enable a receiver (after a 410 or an operator's disable): its deliveries resume",
@@ -277,9 +271,7 @@ async def enable(request: Request, department: str) -> JSONResponse:
     runtime, _ = _city_operator(request, department)
     now = runtime.clock.now()
     async with runtime.sessions() as session, session.begin():
-        await ensure_receivers(session, [department], now)
-        row = await session.get(ReceiverRow, department, with_for_update=True)
-        assert row is not None  # noqa: S101  # ensured just above
+        row = await _locked_receiver(session, department, now)
         row.disabled = False
         row.disabled_at = None
         row.reason = None
@@ -310,9 +302,7 @@ async def disable(request: Request, department: str, body: DisableRequest) -> JS
     runtime, principal = _city_operator(request, department)
     now = runtime.clock.now()
     async with runtime.sessions() as session, session.begin():
-        await ensure_receivers(session, [department], now)
-        row = await session.get(ReceiverRow, department, with_for_update=True)
-        assert row is not None  # noqa: S101  # ensured just above
+        row = await _locked_receiver(session, department, now)
         row.disabled = True
         row.disabled_at = now
         row.reason = f"operator {principal.subject}: {body.reason}"

@@ -90,20 +90,25 @@ def summary(row: CaseRow, department: str | None = None) -> dict[str, Any]:
     return body
 
 
-def _cursor(text: str | None) -> tuple[datetime, str] | None:
+def read_cursor(text: str | None) -> tuple[datetime, str] | None:
+    """A page cursor this API gave: (moment, key) of the last row of the page before."""
     if not text:
         return None
     try:
-        moment, case_id = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(moment), case_id
+        moment, key = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(moment), key
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ApiError(
             422, "invalid_request", "not a cursor this API gave", "query.cursor"
         ) from exc
 
 
+def make_cursor(moment: datetime, key: str) -> str:
+    return base64.urlsafe_b64encode(f"{moment.isoformat()}|{key}".encode()).decode()
+
+
 def _next_cursor(row: CaseRow) -> str:
-    return base64.urlsafe_b64encode(f"{row.updated_at.isoformat()}|{row.case_id}".encode()).decode()
+    return make_cursor(row.updated_at, row.case_id)
 
 
 @router.get(
@@ -117,7 +122,7 @@ async def inbox(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> JSONResponse:
     runtime, department = _department(request, "cases:read")
-    after = _cursor(cursor)
+    after = read_cursor(cursor)
     mine = sa.and_(
         sa.or_(
             CaseRow.department == department,  # type: ignore[arg-type]

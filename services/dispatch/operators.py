@@ -23,10 +23,10 @@ from libs.common.web import ApiError, bearer_token
 from services.dispatch.departments import (
     MAX_PAGE,
     Caller,
-    _cursor,
     _next_cursor,
     _timeline_entry,
     add_command_route,
+    read_cursor,
     summary,
 )
 from services.dispatch.lifecycle import (
@@ -123,7 +123,7 @@ async def search(
         query = query.where(_C.created_at < until)
     if supervised is not None:
         query = query.where(_C.supervised == supervised)
-    after = _cursor(cursor)
+    after = read_cursor(cursor)
     if after is not None:
         query = query.where(sa.tuple_(_C.updated_at, _C.case_id) > sa.tuple_(*after))
     query = query.order_by(_C.updated_at, _C.case_id).limit(limit)

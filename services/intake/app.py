@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from libs.common.clock import Clock, SystemClock
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE
-from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
+from libs.common.web import install_openapi, service_app
 from services.intake import api, open311
 from services.intake.consumer import RequestStatuses
 from services.intake.deps import IntakeState
@@ -49,22 +49,15 @@ def create_app(settings: IntakeSettings, *, clock: Clock | None = None) -> FastA
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = service_app(
         title="gridflow intake",
-        version="0.1.0",
-        lifespan=lifespan,
         description="Front door for grid workers' reports. Every endpoint needs a bearer token.",
-    )
-    app.state.intake = state
-    install_error_handlers(app)
-    install_platform_routes(
-        app,
-        registry=runtime.registry,
-        metrics_token=settings.metrics_token,
-        readiness=runtime.ready,
+        runtime=runtime,
+        lifespan=lifespan,
         # Open311 statuses lag while the broker is away; accepting must not stop for that
         optional=frozenset({"broker", "status_consumer"}),
     )
+    app.state.intake = state
     open311.install_error_format(app)
     app.include_router(api.router)
     install_openapi(app, api.BODY_MODELS)

@@ -13,7 +13,7 @@ from libs.common.auth import TokenVerifier
 from libs.common.clock import Clock, SystemClock
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE, VISITS_RECORDED
-from libs.common.web import install_error_handlers, install_openapi, install_platform_routes
+from libs.common.web import install_openapi, service_app
 from services.sla import api
 from services.sla.assessing import Assessor
 from services.sla.config import ConfigWatcher, SlaConfig, recompute_provisional
@@ -95,21 +95,13 @@ def create_app(settings: SlaSettings, *, clock: Clock | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = service_app(
         title="gridflow sla",
-        version="0.1.0",
-        lifespan=lifespan,
         description="Deadlines in working time, warnings, escalation up the grid, assessments.",
+        runtime=runtime,
+        lifespan=lifespan,
     )
-    app.state.runtime = runtime
     app.state.verifier = TokenVerifier(secret=settings.api_jwt_secret.get_secret_value())
-    install_error_handlers(app)
-    install_platform_routes(
-        app,
-        registry=runtime.registry,
-        metrics_token=settings.metrics_token,
-        readiness=runtime.ready,
-    )
     app.include_router(api.router)
     install_openapi(app, (), {})
     return app
