@@ -16,12 +16,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from libs.common.clock import Clock
 from libs.common.contract import Contract
 from libs.common.db import outbox
 from libs.common.envelope import Envelope, RawJson
+from libs.common.ids import new_event_id
 from libs.common.kafka import Publisher
 from libs.common.topics import CATALOGUE, Topic, build_envelope
 
@@ -57,8 +58,22 @@ async def stage(
     return envelope
 
 
+# many events in one statement of arrays, the data as JSON text (pydantic's serializer, cast by
+# PostgreSQL): no per-row parameter processing on the way
+_STAGE_MANY = sa.text(
+    """
+    INSERT INTO outbox (topic, key, event_id, event_type, source, event_time, data, created_at)
+    SELECT tp, k, i, ty, :source, ti, d::jsonb, ti
+    FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:ids AS text[]),
+                CAST(:types AS text[]), CAST(:times AS timestamptz[]), CAST(:datas AS text[]))
+         WITH ORDINALITY AS t(tp, k, i, ty, ti, d, n)
+    ORDER BY n
+    """
+)
+
+
 async def stage_many(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     topic: Topic,
     events: Sequence[tuple[Contract, str, datetime]],
@@ -66,26 +81,42 @@ async def stage_many(
 ) -> list[Envelope]:
     """`stage` for many events (payload, key, time) in one statement; they are published in the
     order given (the outbox ids follow it), so give each key's events in their order."""
+    return await stage_events(
+        session, events=[(topic, payload, key, at) for payload, key, at in events], source=source
+    )
+
+
+async def stage_events(
+    session: AsyncSession | AsyncConnection,
+    *,
+    events: Sequence[tuple[Topic, Contract, str, datetime]],
+    source: str,
+) -> list[Envelope]:
+    """`stage_many` for events of several topics (topic, payload, key, time), in the order given."""
     envelopes = [
-        build_envelope(topic, payload, source=source, key=key, now=at)
-        for payload, key, at in events
+        Envelope(
+            id=new_event_id(at),
+            source=source,
+            type=topic.event_type(payload),
+            time=at,
+            subject=key,
+            key=key,
+            data=RawJson(payload.model_dump_json()),
+        )
+        for topic, payload, key, at in events
     ]
     if envelopes:
         await session.execute(
-            sa.insert(outbox),
-            [
-                {
-                    "topic": topic.name,
-                    "key": envelope.key,
-                    "event_id": envelope.id,
-                    "event_type": envelope.type,
-                    "source": envelope.source,
-                    "event_time": envelope.time,
-                    "data": envelope.data,
-                    "created_at": envelope.time,
-                }
-                for envelope in envelopes
-            ],
+            _STAGE_MANY,
+            {
+                "source": source,
+                "topics": [topic.name for topic, _, _, _ in events],
+                "keys": [e.key for e in envelopes],
+                "ids": [e.id for e in envelopes],
+                "types": [e.type for e in envelopes],
+                "times": [e.time for e in envelopes],
+                "datas": [e.data.text for e in envelopes],
+            },
         )
     return envelopes
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
 
 from libs.common.auth import TokenVerifier
@@ -40,7 +40,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
-        client = httpx.AsyncClient(follow_redirects=False)
+        # one pool for every department's endpoint: kept-alive connections, at most as many as
+        # attempts may run at once
+        client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.delivery_concurrency, ttl_dns_cache=300),
+            auto_decompress=False,
+            raise_for_status=False,
+        )
         try:
             secrets = webhook_secrets(runtime.refdata, os.environ if environ is None else environ)
             deliverer = Deliverer(
@@ -90,7 +96,7 @@ def create_app(
             yield
         finally:
             await runtime.stop()
-            await client.aclose()
+            await client.close()
 
     app = service_app(
         title="gridflow dispatch",

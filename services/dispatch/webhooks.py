@@ -16,12 +16,12 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-import httpx
+import aiohttp
 import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
 from sqlalchemy.dialects.postgresql import ARRAY, insert
@@ -54,6 +54,7 @@ _D = DeliveryRow.__table__.c  # type: ignore[attr-defined]  # SQLModel leaves __
 _R = ReceiverRow.__table__.c  # type: ignore[attr-defined]
 _C = CaseRow.__table__.c  # type: ignore[attr-defined]
 # case queued → delivered: seconds for a healthy receiver, up to days through retries
+_ANSWER_READ_LIMIT = 64 * 1024
 LATENCY_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400)
 
 
@@ -137,6 +138,79 @@ class DeliveryMetrics:
         )
 
 
+@dataclass
+class _Answered:
+    """The columns of a delivery its answer changes (or reads), locked while it is recorded."""
+
+    delivery_id: str
+    case_id: str
+    department: str
+    status: str
+    attempts: int
+    created_at: datetime
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    leased_until: datetime | None
+
+
+_ANSWERED_COLUMNS = tuple(_Answered.__dataclass_fields__)
+
+
+class _Assigning(NamedTuple):
+    """The columns of a case its assignment reads."""
+
+    case_id: str
+    state: str
+    version: int
+    category: str
+    unit_grid: str | None
+    routing: dict[str, Any] | None
+    urgency: str
+
+
+# the answers of a round written in one statement of arrays
+_RECORD = sa.text(
+    """
+    UPDATE deliveries AS d
+    SET status = a.status, attempts = a.attempts, last_status_code = a.code,
+        last_error = a.error, next_attempt_at = a.next_at, delivered_at = a.delivered_at,
+        leased_until = a.leased_until
+    FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
+                CAST(:codes AS int[]), CAST(:errors AS text[]),
+                CAST(:next_ats AS timestamptz[]), CAST(:delivered_ats AS timestamptz[]),
+                CAST(:leased_untils AS timestamptz[]))
+         AS a(id, status, attempts, code, error, next_at, delivered_at, leased_until)
+    WHERE d.delivery_id = a.id
+    """
+)
+_ASSIGNED = sa.text(
+    """
+    UPDATE cases AS c
+    SET state = a.state, version = a.version, department = a.department, updated_at = a.at
+    FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:versions AS int[]),
+                CAST(:departments AS text[]), CAST(:ats AS timestamptz[]))
+         AS a(id, state, version, department, at)
+    WHERE c.case_id = a.id
+    """
+)
+
+
+def _record_params(rows: Iterable[_Answered]) -> dict[str, list[Any]]:
+    rows = list(rows)
+    return {
+        "ids": [r.delivery_id for r in rows],
+        "statuses": [r.status for r in rows],
+        "attempts": [r.attempts for r in rows],
+        "codes": [r.last_status_code for r in rows],
+        "errors": [r.last_error for r in rows],
+        "next_ats": [r.next_attempt_at for r in rows],
+        "delivered_ats": [r.delivered_at for r in rows],
+        "leased_untils": [r.leased_until for r in rows],
+    }
+
+
 def breaker_of(row: ReceiverRow) -> Breaker:
     return Breaker(row.consecutive_failures, row.open_until, row.cooldown_seconds, row.probing)
 
@@ -173,7 +247,7 @@ class Deliverer:
         runtime: Runtime,
         settings: DispatchSettings,
         secrets: Mapping[str, Sequence[str]],
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
     ) -> None:
         self._runtime = runtime
         self._settings = settings
@@ -376,20 +450,27 @@ class Deliverer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            response = await self._client.post(
+            async with self._client.post(
                 delivery.url,
-                content=body,
+                data=body,
                 headers=headers,
-                timeout=self._settings.delivery_timeout_seconds,
-            )
-        except httpx.HTTPError as exc:
-            return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], loop.time() - started)
-        error = None if response.is_success else f"HTTP {response.status_code}"
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self._settings.delivery_timeout_seconds),
+            ) as response:
+                # read what a department answers (small), so the connection is kept alive; a
+                # large answer is left unread and its connection closed
+                if (response.content_length or 0) <= _ANSWER_READ_LIMIT:
+                    await response.content.read(_ANSWER_READ_LIMIT)
+                status = response.status
+                retry_after = response.headers.get("retry-after")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return Attempt(None, error[:500], loop.time() - started)
         return Attempt(
-            response.status_code,
-            error,
+            status,
+            None if 200 <= status < 300 else f"HTTP {status}",
             loop.time() - started,
-            response.headers.get("retry-after"),
+            retry_after,
         )
 
     async def _record(self, answered: Sequence[tuple[Leased, Attempt]]) -> None:
@@ -403,10 +484,10 @@ class Deliverer:
             metrics.seconds.labels(delivery.department).observe(attempt.seconds)
         async with self._runtime.sessions() as session, session.begin():
             rows = {
-                row.delivery_id: row
+                row.delivery_id: _Answered(*row)
                 for row in (
-                    await session.scalars(
-                        sa.select(DeliveryRow)
+                    await session.execute(
+                        sa.select(*(_D[name] for name in _ANSWERED_COLUMNS))
                         .where(_D.delivery_id.in_([d.delivery_id for d, _ in answered]))
                         .order_by(_D.delivery_id)
                         .with_for_update()
@@ -427,21 +508,25 @@ class Deliverer:
                 ).all()
             }
             delivered = []
+            changed: dict[str, _Answered] = {}
             for delivery, attempt in answered:
                 row = rows.get(delivery.delivery_id)
                 if row is None or row.status != DeliveryStatus.PENDING.value:
                     continue
                 with log_context(case_id=row.case_id):
                     label = self._outcome(row, receivers[row.department], attempt, now)
+                changed[row.delivery_id] = row
                 labels.append((row.department, label))
                 if label == DeliveryStatus.DELIVERED.value:
                     delivered.append(row)
+            if changed:
+                await session.execute(_RECORD, _record_params(changed.values()))
             await self._assign(session, delivered)
         for department, label in labels:
             metrics.attempts.labels(department, label).inc()
 
     def _outcome(
-        self, row: DeliveryRow, receiver: ReceiverRow, attempt: Attempt, now: datetime
+        self, row: _Answered, receiver: ReceiverRow, attempt: Attempt, now: datetime
     ) -> str:
         """One answer applied to its delivery and its receiver; returns the outcome's label."""
         settings = self._settings
@@ -493,7 +578,7 @@ class Deliverer:
             )
         return label
 
-    def _disable(self, receiver: ReceiverRow, row: DeliveryRow, now: datetime) -> None:
+    def _disable(self, receiver: ReceiverRow, row: _Answered, now: datetime) -> None:
         """410 Gone: the endpoint is gone for every delivery; they wait for an operator."""
         row.next_attempt_at = now  # due again as soon as the receiver is enabled
         if not receiver.disabled:
@@ -524,16 +609,16 @@ class Deliverer:
                 after.failures,
             )
 
-    async def _assign(self, session: AsyncSession, delivered: Sequence[DeliveryRow]) -> None:
+    async def _assign(self, session: AsyncSession, delivered: Sequence[_Answered]) -> None:
         """The cases of these deliveries are their departments' now (each one's transition from
         its state at that moment: one that moved on meanwhile is left as it is)."""
         if not delivered:
             return
         cases = {
-            case.case_id: case
-            for case in (
-                await session.scalars(
-                    sa.select(CaseRow)
+            row.case_id: _Assigning(*row)
+            for row in (
+                await session.execute(
+                    sa.select(*(_C[name] for name in _Assigning._fields))
                     .where(_C.case_id.in_(sorted({row.case_id for row in delivered})))
                     .order_by(_C.case_id)
                     .with_for_update()
@@ -541,6 +626,7 @@ class Deliverer:
             ).all()
         }
         events = []
+        now = self._runtime.clock.now()
         for row in delivered:
             case = cases.get(row.case_id)
             if case is None:
@@ -554,16 +640,25 @@ class Deliverer:
                     unit_grid=case.unit_grid,
                     department=row.department,
                     routing=RoutingSnapshot.model_validate(case.routing) if case.routing else None,
-                    now=self._runtime.clock.now(),
+                    now=now,
                     urgency=Urgency(case.urgency),
                 )
             except TransitionRefusedError as exc:
                 with log_context(case_id=case.case_id):
                     log.info("delivered, but the case moved on meanwhile: %s", exc)
                 continue
-            case.state = event.to_state.value
-            case.version = event.version
-            case.department = row.department
-            case.updated_at = event.at
+            # a second delivery of the same case in this batch sees the state it left
+            cases[case.case_id] = case._replace(state=event.to_state.value, version=event.version)
             events.append(event)
+        if events:
+            await session.execute(
+                _ASSIGNED,
+                {
+                    "ids": [e.case_id for e in events],
+                    "states": [e.to_state.value for e in events],
+                    "versions": [e.version for e in events],
+                    "departments": [e.department for e in events],
+                    "ats": [e.at for e in events],
+                },
+            )
         await record_transitions(session, events=events, runtime=self._runtime)

@@ -16,7 +16,6 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +23,7 @@ from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from libs.common.contract import Contract
-from libs.common.ids import new_event_id
+from libs.common.outbox import stage_events
 from libs.common.runtime import Runtime
 from libs.common.topics import Topic
 
@@ -46,15 +45,6 @@ _STORED = sa.text(
     FROM idempotency i
     JOIN unnest(CAST(:scopes AS text[]), CAST(:keys AS text[])) AS t(s, k)
       ON i.scope = t.s AND i.key = t.k
-    """
-)
-_STAGE = sa.text(
-    """
-    INSERT INTO outbox (topic, key, event_id, event_type, source, event_time, data, created_at)
-    SELECT tp, k, i, ty, s, ti, d::jsonb, :now
-    FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:ids AS text[]),
-                CAST(:types AS text[]), CAST(:sources AS text[]), CAST(:times AS timestamptz[]),
-                CAST(:datas AS text[])) AS t(tp, k, i, ty, s, ti, d)
     """
 )
 
@@ -166,23 +156,13 @@ class Acceptor:
                 if index in fresh
                 for staged in submission.events
             ]
-            if staged:
-                await conn.execute(_STAGE, self._stage_params(staged, now))
+            await stage_events(
+                conn,
+                events=[(s.topic, s.payload, s.key, now) for s in staged],
+                source=self._runtime.source,
+            )
             replays = await self._replays(conn, batch, fresh)
         return [None if index in fresh else replays[index] for index in range(len(batch))]
-
-    def _stage_params(self, staged: list[Staged], now: datetime) -> dict[str, Any]:
-        source = self._runtime.source
-        return {
-            "now": now,
-            "topics": [s.topic.name for s in staged],
-            "keys": [s.key for s in staged],
-            "ids": [new_event_id(now) for _ in staged],
-            "types": [s.topic.event_type(s.payload) for s in staged],
-            "sources": [source] * len(staged),
-            "times": [now] * len(staged),
-            "datas": [s.payload.model_dump_json() for s in staged],
-        }
 
     async def _claim(self, conn: AsyncConnection, batch: list[_Submission], now: Any) -> set[int]:
         """Indexes of the submissions that may stage their events (new key, or no key)."""

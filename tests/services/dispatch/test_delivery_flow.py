@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from deploy.embedded import free_port
 from libs.common.events import (
     CaseLifecycleEvent,
     CaseSubmitted,
@@ -148,6 +149,46 @@ async def test_a_failing_receiver_that_recovers_gets_the_case_assigned_exactly_o
         'gridflow_delivery_attempts_total{department="chengguan",outcome="delivered"} 1.0' in text
     )
     assert 'gridflow_delivery_latency_seconds_count{department="chengguan"} 1.0' in text
+
+
+async def test_an_unreachable_and_a_silent_receiver_are_retried_with_the_reason(
+    isolation: Isolation, tmp_path: Path
+) -> None:
+    """No answer at all is a failed attempt like a 500: a refused connection and a receiver that
+    accepts the request but never answers (the timeout) are retried, the error kept."""
+    closed = free_port()  # nothing listens there
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # holds the connection until the client gives up
+        writer.close()
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+
+    def point(department: str, url: str) -> Callable[[str], str]:
+        return lambda text: re.sub(
+            rf"(short_code: {department}\n(?:    .*\n)*?      url: )\S+", rf"\g<1>{url}", text
+        )
+
+    def edit(text: str) -> str:
+        text = point("chengguan", f"http://127.0.0.1:{closed}/hook")(text)
+        return point("yingji", f"http://127.0.0.1:{silent_port}/hook")(text)
+
+    try:
+        async with dispatch_stack_with(
+            isolation, tmp_path, departments=edit, delivery_timeout_seconds=0.3
+        ) as stack:
+            refused, ignored = make_case(), make_case("safety.hazard")
+            await publish(stack, refused)
+            await publish(stack, ignored)
+            unreachable = await wait_status(stack, refused.case_id, "pending", 2)
+            timed_out = await wait_status(stack, ignored.case_id, "pending", 2)
+    finally:
+        silent.close()
+    assert unreachable.department == "chengguan" and timed_out.department == "yingji"
+    assert unreachable.last_status_code is None and timed_out.last_status_code is None
+    assert "Connect" in (unreachable.last_error or ""), unreachable.last_error
+    assert "Timeout" in (timed_out.last_error or ""), timed_out.last_error
 
 
 @pytest.mark.parametrize("status", [429, 503])
