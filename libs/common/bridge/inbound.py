@@ -10,6 +10,7 @@ transaction, so a repeated push or an overlapping poll finds the link and stages
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,8 +48,30 @@ def parse_partner(model: type[M], body: bytes) -> M:
         return model.model_validate_json(body or b"null")
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        path = ".".join(str(part) for part in ("body", *first["loc"]))
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        path = ".".join(str(part) for part in ("body", *_as_sent(first["loc"], data)))
         raise ApiError(400, "malformed", first["msg"], path) from exc
+
+
+def _as_sent(loc: Iterable[str | int], data: object, tag: str = "type") -> list[str | int]:
+    """The path as the partner spells it: pydantic puts the tag of a union discriminated by
+    `type` into the path (`order.created.order.title`); the partner knows `order.title`."""
+    kept: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and part == node.get(tag):
+            continue
+        kept.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return kept
 
 
 @dataclass(frozen=True)
