@@ -24,6 +24,7 @@ check: $(STAMP)  ## lint, format check, types, import contracts, configuration, 
 	$(BIN)/lint-imports
 	$(BIN)/python -m libs.common.refdata.check --config config
 	$(BIN)/python -m services.sla.policies check --config config
+	$(BIN)/python -m services.hotline_bridge.mapping --config config
 	$(BIN)/python -m libs.common.catalogue --check
 
 format: $(STAMP)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -31,11 +31,16 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def http_server(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app on 127.0.0.1 (a real socket) and yield its base URL."""
+async def http_server(
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto"
+) -> AsyncIterator[str]:
+    """Serve an ASGI app on 127.0.0.1 (a real socket) and yield its base URL; `lifespan="off"`
+    serves an app whose lifespan already runs (`running`)."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan
+        )
     )
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(WAIT_SECONDS):

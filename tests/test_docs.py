@@ -8,6 +8,7 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from services.dispatch.settings import DispatchSettings
+from services.hotline_bridge.settings import HotlineSettings
 from services.intake.settings import IntakeSettings
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -21,7 +22,7 @@ def _variables(cls: type[BaseSettings]) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("settings", [IntakeSettings, DispatchSettings])
+@pytest.mark.parametrize("settings", [IntakeSettings, DispatchSettings, HotlineSettings])
 def test_every_setting_is_documented(settings: type[BaseSettings]) -> None:
     text = (DOCS / "configuration.md").read_text()
     missing = [name for name in _variables(settings) if f"`{name}`" not in text]

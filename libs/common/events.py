@@ -44,6 +44,11 @@ class ExternalRef(Contract):
 
     system: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{1,63}$", examples=["hotline12345"])]
     id: Annotated[str, Field(min_length=1, max_length=128)]
+    due_at: Timestamp | None = Field(
+        default=None,
+        description="the deadline the origin system imposes on its order (e.g. a 12345 order's "
+        "办结时限), carried for reference; gridflow's own SLA policies still set the clocks",
+    )
 
 
 class OriginCategory(Contract):

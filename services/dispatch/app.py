@@ -17,7 +17,7 @@ from libs.common.clock import Clock, SystemClock
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_SUBMITTED, SLA_SIGNALS
 from libs.common.web import install_openapi, service_app
-from services.dispatch import delivery_api, departments, operators
+from services.dispatch import delivery_api, departments, operators, partners
 from services.dispatch.consumer import SubmittedCases
 from services.dispatch.duplicates import DuplicatePolicy
 from services.dispatch.gauges import CaseGauges
@@ -108,6 +108,7 @@ def create_app(
     app.include_router(departments.router)
     app.include_router(operators.router)
     app.include_router(delivery_api.router)
-    commands = departments.COMMAND_MODELS + operators.COMMAND_MODELS
+    app.include_router(partners.router)
+    commands = departments.COMMAND_MODELS + operators.COMMAND_MODELS + partners.COMMAND_MODELS
     install_openapi(app, (), departments.command_schemas(commands))
     return app

@@ -336,16 +336,19 @@ RULES: tuple[Rule, ...] = (
     _rule(Move.REASSIGN, ("operator",), *_HELD),
     _rule(Move.ESCALATE, ("operator", "system"), _S.TRIAGE, *_HELD),  # system: sla's ladder
     _rule(Move.REQUEST_EXTENSION, ("department",), _S.ACCEPTED),
-    _rule(Move.DECIDE_EXTENSION, ("operator",), _S.ACCEPTED),
+    _rule(Move.DECIDE_EXTENSION, ("operator", "partner"), _S.ACCEPTED),
     _rule(Move.SUSPEND, ("operator",), *_HELD),
     _rule(Move.RESUME, ("operator",), *_HELD),
     _rule(Move.PROGRESS, ("department",), _S.ACCEPTED),
     _rule(Move.RESOLVE, ("department",), _S.ACCEPTED),
-    _rule(Move.VERIFY, ("operator",), _S.RESOLVED),
-    _rule(Move.CLOSE, ("operator",), _S.RESOLVED),
-    _rule(Move.REOPEN, ("operator",), _S.CLOSED),
-    _rule(Move.SUPERVISE, ("operator", "system"), *_OPEN),  # system: sla's warnings, breaches
-    _rule(Move.CANCEL, ("operator",), *_OPEN),
+    # partner: the platform a case came from (12345) reviews, return-visits, supervises and
+    # cancels its own orders; the dispatch partner API lets it act only on those cases
+    _rule(Move.VERIFY, ("operator", "partner"), _S.RESOLVED),
+    _rule(Move.CLOSE, ("operator", "partner"), _S.RESOLVED),
+    _rule(Move.REOPEN, ("operator", "partner"), _S.CLOSED),
+    # system: sla's warnings, breaches
+    _rule(Move.SUPERVISE, ("operator", "system", "partner"), *_OPEN),
+    _rule(Move.CANCEL, ("operator", "partner"), *_OPEN),
     _rule(Move.SPLIT, ("operator",), *_OPEN),
 )
 

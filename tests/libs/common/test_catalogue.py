@@ -63,7 +63,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "gridflow.case.submitted": {
         "case_id": CASE_ID,
         "source": "hotline",
-        "external_ref": {"system": "hotline12345", "id": "GD20250301000123"},
+        "external_ref": {
+            "system": "hotline12345",
+            "id": "GD20250301000123",
+            "due_at": "2026-03-20T17:30:00+08:00",
+        },
         "category": {
             "code": "city.garbage",
             "origin": {"code": "0101", "standard": "GB/T 30428.2-2013", "name": "暴露垃圾"},
