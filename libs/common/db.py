@@ -8,16 +8,19 @@ definitions and migrations stay schema-free and one database can host every serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -71,6 +74,58 @@ def create_engine(database_url: str, *, schema: str, pool_size: int = 10) -> Asy
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class HeldConnection:
+    """One connection kept out of the pool by a hot loop, used through the asyncpg driver in
+    transactions of its own: no pool checkout and reset per round, no SQLAlchemy statement
+    machinery per statement (~3x less CPU a statement). A failed round drops the connection;
+    the next round opens a new one."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._in_use = asyncio.Lock()  # one transaction at a time on the one connection
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._in_use:
+            if self._conn is None:
+                self._conn = await self._engine.connect()
+            raw = await self._conn.get_raw_connection()
+            driver: asyncpg.Connection = raw.driver_connection
+            try:
+                async with driver.transaction():
+                    yield driver
+            except BaseException:
+                await self._drop()
+                raise
+
+    async def close(self) -> None:
+        async with self._in_use:
+            await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()  # the connection may be broken: never back to the pool
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+async def driver_of(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, inside the session's transaction, for hot
+    statements that skip SQLAlchemy (positional `$n` parameters). The session's pending ORM
+    changes are flushed first, so the statements see them."""
+    await session.flush()
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    if getattr(raw.dbapi_connection, "_transaction", None) is None:
+        # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs
+        await conn.exec_driver_sql("SELECT 1")
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver
 
 
 async def ping(engine: AsyncEngine) -> bool:

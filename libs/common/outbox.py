@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
+import asyncpg
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -60,7 +61,14 @@ async def stage(
 
 # many events in one statement of arrays, the data as JSON text (pydantic's serializer, cast by
 # PostgreSQL): no per-row parameter processing on the way
-_STAGE_MANY = sa.text(
+_STAGE_MANY_SQL = """
+    INSERT INTO outbox (topic, key, event_id, event_type, source, event_time, data, created_at)
+    SELECT tp, k, i, ty, $1, ti, d::jsonb, ti
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
+         WITH ORDINALITY AS t(tp, k, i, ty, ti, d, n)
+    ORDER BY n
+"""
+_STAGE_MANY = sa.text(  # the same, with named parameters, for SQLAlchemy
     """
     INSERT INTO outbox (topic, key, event_id, event_type, source, event_time, data, created_at)
     SELECT tp, k, i, ty, :source, ti, d::jsonb, ti
@@ -73,7 +81,7 @@ _STAGE_MANY = sa.text(
 
 
 async def stage_many(
-    session: AsyncSession | AsyncConnection,
+    session: AsyncSession | AsyncConnection | asyncpg.Connection,
     *,
     topic: Topic,
     events: Sequence[tuple[Contract, str, datetime]],
@@ -87,12 +95,13 @@ async def stage_many(
 
 
 async def stage_events(
-    session: AsyncSession | AsyncConnection,
+    session: AsyncSession | AsyncConnection | asyncpg.Connection,
     *,
     events: Sequence[tuple[Topic, Contract, str, datetime]],
     source: str,
 ) -> list[Envelope]:
-    """`stage_many` for events of several topics (topic, payload, key, time), in the order given."""
+    """`stage_many` for events of several topics (topic, payload, key, time), in the order given
+    (through SQLAlchemy, or straight through an asyncpg connection in a transaction)."""
     envelopes = [
         Envelope(
             id=new_event_id(at),
@@ -105,18 +114,22 @@ async def stage_events(
         )
         for topic, payload, key, at in events
     ]
-    if envelopes:
+    if not envelopes:
+        return envelopes
+    columns = (
+        [topic.name for topic, _, _, _ in events],
+        [e.key for e in envelopes],
+        [e.id for e in envelopes],
+        [e.type for e in envelopes],
+        [e.time for e in envelopes],
+        [e.data.text for e in envelopes],
+    )
+    if isinstance(session, asyncpg.Connection):
+        await session.execute(_STAGE_MANY_SQL, source, *columns)
+    else:
+        names = ("topics", "keys", "ids", "types", "times", "datas")
         await session.execute(
-            _STAGE_MANY,
-            {
-                "source": source,
-                "topics": [topic.name for topic, _, _, _ in events],
-                "keys": [e.key for e in envelopes],
-                "ids": [e.id for e in envelopes],
-                "types": [e.type for e in envelopes],
-                "times": [e.time for e in envelopes],
-                "datas": [e.data.text for e in envelopes],
-            },
+            _STAGE_MANY, {"source": source, **dict(zip(names, columns, strict=True))}
         )
     return envelopes
 

@@ -9,16 +9,19 @@ handling its records one after the other: a case may duplicate an earlier case o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from prometheus_client import Counter
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import claim_event, claim_events
+from libs.common.db import claim_event, claim_events, driver_of
 from libs.common.events import CaseLifecycleEvent, CaseState, CaseSubmitted, Urgency
 from libs.common.ids import new_event_id
 from libs.common.kafka import Delivery
@@ -417,6 +420,28 @@ def view_of_values(values: dict[str, Any]) -> CaseView:
     return _view(values.__getitem__)
 
 
+_VIEW_COLUMNS = (
+    "case_id",
+    "version",
+    "state",
+    "category",
+    "unit_grid",
+    "owner_node",
+    "department",
+    "co_handling",
+    "returned_by",
+    "return_count",
+    "rework_count",
+    "suspended",
+    "extension_pending",
+    "extension_requested_until",
+    "verified",
+    "supervised",
+    "merged_into",
+    "urgency",
+)
+
+
 def _view(column: Callable[[str], Any]) -> CaseView:
     return CaseView(
         case_id=column("case_id"),
@@ -477,52 +502,116 @@ async def record_transition(
 
 
 async def record_transitions(
-    session: Any, *, events: Sequence[CaseLifecycleEvent], runtime: Runtime
+    session: AsyncSession | asyncpg.Connection,
+    *,
+    events: Sequence[CaseLifecycleEvent],
+    runtime: Runtime,
 ) -> None:
     """`record_transition` of many events, in order, with set-based statements: one search for
     the followers of them all, and multi-row inserts of the audit rows and staged events."""
+    driver = session if isinstance(session, asyncpg.Connection) else await driver_of(session)
     primaries = sorted({e.case_id for e in events if e.merged_into is None})
-    followers: dict[str, list[CaseRow]] = {}
+    followers: dict[str, list[CaseView]] = {}
     if primaries:
-        merged = await session.scalars(
-            sa.select(CaseRow)
-            .where(_C.merged_into.in_(primaries))
-            .order_by(_C.case_id)
-            .with_for_update()
-        )
-        for row in merged.all():
-            followers.setdefault(row.merged_into, []).append(row)
+        for record in await driver.fetch(_FOLLOWERS, primaries):
+            followers.setdefault(record["merged_into"], []).append(_view(record.__getitem__))
     staged: list[CaseLifecycleEvent] = []
+    moved: dict[str, tuple[CaseView, datetime]] = {}
     for event in events:
         staged.append(event)
         if event.merged_into is not None:
             continue
-        for row in followers.get(event.case_id, []):
-            outcome = follow(view_of(row), event)
-            store_view(row, outcome.view, event.at)
+        for index, view in enumerate(followers.get(event.case_id, [])):
+            outcome = follow(view, event)
+            followers[event.case_id][index] = outcome.view
+            moved[view.case_id] = (outcome.view, event.at)
             staged.extend(outcome.events)
-    await write_transitions(session, events=staged, runtime=runtime)
+    if moved:
+        await driver.executemany(_STORE_VIEW, [_view_args(v, at) for v, at in moved.values()])
+    await write_transitions(driver, events=staged, runtime=runtime)
+
+
+# the followers of many cases (并案), locked, with the columns of their view
+_FOLLOWERS = f"""
+    SELECT {", ".join(_VIEW_COLUMNS)} FROM cases
+    WHERE merged_into = ANY($1::text[]) ORDER BY case_id FOR UPDATE
+"""  # noqa: S608  # the column names of this module, no input
+_STORE_VIEW = """
+    UPDATE cases SET version = $2, state = $3, owner_node = $4, department = $5,
+        co_handling = $6, returned_by = $7, return_count = $8, rework_count = $9,
+        suspended = $10, extension_pending = $11, extension_requested_until = $12,
+        verified = $13, supervised = $14, merged_into = $15, updated_at = $16
+    WHERE case_id = $1
+"""
+_HISTORY_ROWS = """
+    INSERT INTO case_history (case_id, version, transition, from_state, to_state, at,
+        actor_kind, actor_id, department, reason, event_id, reason_code, note)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
+        $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+        $12::text[], $13::text[])
+"""
+
+
+def _view_args(view: CaseView, at: datetime) -> tuple[Any, ...]:
+    """`_STORE_VIEW`'s parameters: what `store_view` writes."""
+    return (
+        view.case_id,
+        view.version,
+        view.state.value,
+        view.owner_node,
+        view.department,
+        json.dumps(sorted(view.co_handling)),  # jsonb columns take JSON text
+        json.dumps(sorted(view.returned_by)),
+        view.return_count,
+        view.rework_count,
+        view.suspended,
+        view.extension_pending,
+        view.extension_requested_until,
+        view.verified,
+        view.supervised,
+        view.merged_into,
+        at,
+    )
 
 
 async def write_transitions(
-    session: Any, *, events: Sequence[CaseLifecycleEvent], runtime: Runtime
+    session: AsyncSession | asyncpg.Connection,
+    *,
+    events: Sequence[CaseLifecycleEvent],
+    runtime: Runtime,
 ) -> None:
     """The audit rows and staged `cases.lifecycle` events of transitions (no followers)."""
     if not events:
         return
+    driver = session if isinstance(session, asyncpg.Connection) else await driver_of(session)
     envelopes = await stage_many(
-        session,
+        driver,
         topic=CASES_LIFECYCLE,
         events=[(event, event.case_id, event.at) for event in events],
         source=runtime.source,
     )
-    await session.execute(
-        sa.insert(_HISTORY),
-        [
-            history_values(event, event_id=envelope.id)
-            for event, envelope in zip(events, envelopes, strict=True)
-        ],
-    )
+    rows = [
+        history_values(event, event_id=envelope.id)
+        for event, envelope in zip(events, envelopes, strict=True)
+    ]
+    await driver.execute(_HISTORY_ROWS, *([row[name] for row in rows] for name in _HISTORY_ORDER))
+
+
+_HISTORY_ORDER = (
+    "case_id",
+    "version",
+    "transition",
+    "from_state",
+    "to_state",
+    "at",
+    "actor_kind",
+    "actor_id",
+    "department",
+    "reason",
+    "event_id",
+    "reason_code",
+    "note",
+)
 
 
 def history_values(event: CaseLifecycleEvent, *, event_id: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,11 +22,13 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import aiohttp
+import asyncpg
 import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.db import HeldConnection
 from libs.common.events import CaseState, RoutingSnapshot, Urgency
 from libs.common.logs import log_context
 from libs.common.refdata import ReferenceData, WebhookReceiver
@@ -106,7 +108,7 @@ class Leased:
     case_id: str
     department: str
     url: str
-    payload: dict[str, Any]
+    body: str  # the webhook's JSON, as stored: signed and sent as it is
 
 
 class DeliveryMetrics:
@@ -155,9 +157,6 @@ class _Answered:
     leased_until: datetime | None
 
 
-_ANSWERED_COLUMNS = tuple(_Answered.__dataclass_fields__)
-
-
 class _Assigning(NamedTuple):
     """The columns of a case its assignment reads."""
 
@@ -166,56 +165,142 @@ class _Assigning(NamedTuple):
     version: int
     category: str
     unit_grid: str | None
-    routing: dict[str, Any] | None
+    routing: str | None  # JSON text
     urgency: str
 
 
+@dataclass
+class _Receiver:
+    """A receivers row (the columns of `ReceiverRow`), locked while a round reads or moves it."""
+
+    department: str
+    disabled: bool
+    disabled_at: datetime | None
+    reason: str | None
+    consecutive_failures: int
+    open_until: datetime | None
+    cooldown_seconds: float
+    probing: bool
+    updated_at: datetime
+
+
+# The hot statements of the delivery loop, run straight through asyncpg on connections the loop
+# holds (libs.common.db.HeldConnection).
+_DUE = """
+    SELECT department, count(*) FROM deliveries
+    WHERE status = 'pending' AND next_attempt_at <= $1 GROUP BY department
+"""
+_RECEIVER_COLUMNS = (
+    "department, disabled, disabled_at, reason, consecutive_failures, open_until,"
+    " cooldown_seconds, probing, updated_at"
+)
+_RECEIVERS = f"""
+    SELECT {_RECEIVER_COLUMNS} FROM receivers
+    WHERE department = ANY($1::text[]) ORDER BY department FOR UPDATE
+"""  # noqa: S608  # constant column names
+# another instance leasing for a department holds its row: it is skipped, not waited for
+_RECEIVERS_SKIP_LOCKED = _RECEIVERS.replace("FOR UPDATE", "FOR UPDATE SKIP LOCKED")
+_ENSURE_RECEIVERS = """
+    INSERT INTO receivers (department, updated_at) SELECT unnest($1::text[]), $2
+    ON CONFLICT DO NOTHING
+"""
+_STORE_RECEIVERS = """
+    UPDATE receivers SET disabled = $2, disabled_at = $3, reason = $4,
+        consecutive_failures = $5, open_until = $6, cooldown_seconds = $7, probing = $8,
+        updated_at = $9
+    WHERE department = $1
+"""
+_IN_FLIGHT = """
+    SELECT department, count(*) FROM deliveries
+    WHERE status = 'pending' AND department = ANY($1::text[]) AND leased_until > $2
+    GROUP BY department
+"""
+# per department its oldest due deliveries up to its free slots, locked and leased at once
+_PICK = """
+    WITH picked AS (
+        SELECT p.delivery_id, p.next_attempt_at
+        FROM unnest($1::text[], $2::int[]) AS w(department, slots)
+        CROSS JOIN LATERAL (
+            SELECT d.delivery_id, d.next_attempt_at FROM deliveries d
+            WHERE d.status = 'pending' AND d.department = w.department
+              AND d.next_attempt_at <= $3
+            ORDER BY d.next_attempt_at LIMIT w.slots
+            FOR UPDATE SKIP LOCKED
+        ) AS p
+    )
+    UPDATE deliveries AS d SET leased_until = $4, next_attempt_at = $4
+    FROM picked WHERE d.delivery_id = picked.delivery_id
+    RETURNING d.delivery_id, d.case_id, d.department, d.url, d.payload::text AS body,
+        picked.next_attempt_at AS next_due
+"""
+_ANSWERED = f"""
+    SELECT {", ".join(_Answered.__dataclass_fields__)} FROM deliveries
+    WHERE delivery_id = ANY($1::text[]) ORDER BY delivery_id FOR UPDATE
+"""  # noqa: S608  # constant column names
 # the answers of a round written in one statement of arrays
-_RECORD = sa.text(
-    """
+_RECORD = """
     UPDATE deliveries AS d
     SET status = a.status, attempts = a.attempts, last_status_code = a.code,
         last_error = a.error, next_attempt_at = a.next_at, delivered_at = a.delivered_at,
         leased_until = a.leased_until
-    FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
-                CAST(:codes AS int[]), CAST(:errors AS text[]),
-                CAST(:next_ats AS timestamptz[]), CAST(:delivered_ats AS timestamptz[]),
-                CAST(:leased_untils AS timestamptz[]))
+    FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[],
+                $6::timestamptz[], $7::timestamptz[], $8::timestamptz[])
          AS a(id, status, attempts, code, error, next_at, delivered_at, leased_until)
     WHERE d.delivery_id = a.id
-    """
-)
-_ASSIGNED = sa.text(
-    """
+"""
+_ASSIGNING = f"""
+    SELECT {", ".join(_Assigning._fields).replace("routing", "routing::text")} FROM cases
+    WHERE case_id = ANY($1::text[]) ORDER BY case_id FOR UPDATE
+"""  # noqa: S608  # constant column names
+_ASSIGNED = """
     UPDATE cases AS c
     SET state = a.state, version = a.version, department = a.department, updated_at = a.at
-    FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:versions AS int[]),
-                CAST(:departments AS text[]), CAST(:ats AS timestamptz[]))
+    FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[])
          AS a(id, state, version, department, at)
     WHERE c.case_id = a.id
-    """
-)
+"""
 
 
-def _record_params(rows: Iterable[_Answered]) -> dict[str, list[Any]]:
+def _record_columns(rows: Iterable[_Answered]) -> tuple[list[Any], ...]:
     rows = list(rows)
-    return {
-        "ids": [r.delivery_id for r in rows],
-        "statuses": [r.status for r in rows],
-        "attempts": [r.attempts for r in rows],
-        "codes": [r.last_status_code for r in rows],
-        "errors": [r.last_error for r in rows],
-        "next_ats": [r.next_attempt_at for r in rows],
-        "delivered_ats": [r.delivered_at for r in rows],
-        "leased_untils": [r.leased_until for r in rows],
-    }
+    return (
+        [r.delivery_id for r in rows],
+        [r.status for r in rows],
+        [r.attempts for r in rows],
+        [r.last_status_code for r in rows],
+        [r.last_error for r in rows],
+        [r.next_attempt_at for r in rows],
+        [r.delivered_at for r in rows],
+        [r.leased_until for r in rows],
+    )
 
 
-def breaker_of(row: ReceiverRow) -> Breaker:
+async def _store_receivers(driver: asyncpg.Connection, receivers: Sequence[_Receiver]) -> None:
+    if receivers:
+        await driver.executemany(
+            _STORE_RECEIVERS,
+            [
+                (
+                    r.department,
+                    r.disabled,
+                    r.disabled_at,
+                    r.reason,
+                    r.consecutive_failures,
+                    r.open_until,
+                    r.cooldown_seconds,
+                    r.probing,
+                    r.updated_at,
+                )
+                for r in receivers
+            ],
+        )
+
+
+def breaker_of(row: ReceiverRow | _Receiver) -> Breaker:
     return Breaker(row.consecutive_failures, row.open_until, row.cooldown_seconds, row.probing)
 
 
-def _keep(row: ReceiverRow, breaker: Breaker, now: datetime) -> None:
+def _keep(row: ReceiverRow | _Receiver, breaker: Breaker, now: datetime) -> None:
     row.consecutive_failures = breaker.failures
     row.open_until = breaker.open_until
     row.cooldown_seconds = breaker.cooldown_seconds
@@ -260,6 +345,9 @@ class Deliverer:
         self._inflight: set[asyncio.Task[None]] = set()
         self._answered: list[tuple[Leased, Attempt]] = []  # attempts not yet recorded
         self._to_record = asyncio.Event()
+        # the lease loop and the recorder each keep a connection: no pool round trip per round
+        self._leasing = HeldConnection(runtime.engine)
+        self._recording = HeldConnection(runtime.engine)
 
     def wake(self) -> None:
         self._wake.set()
@@ -290,6 +378,8 @@ class Deliverer:
             await asyncio.gather(*self._inflight, return_exceptions=True)
             recorder.cancel()  # what it had not recorded is tried again when the leases run out
             await asyncio.gather(recorder, return_exceptions=True)
+            await self._leasing.close()
+            await self._recording.close()
 
     async def _recorder(self) -> None:
         """Records the answers: each round, all of them that came in since the last one."""
@@ -325,49 +415,21 @@ class Deliverer:
         self._wake.set()
 
     async def _lease(self, capacity: int) -> list[Leased]:
-        """One transaction of a few statements whatever the number of departments: the due
-        departments with their receivers locked, their attempts in flight, and per department
-        its oldest due deliveries up to its free slots, locked and leased."""
+        """One transaction of four statements whatever the number of departments: the due
+        departments, their receivers locked, their attempts in flight, and per department its
+        oldest due deliveries up to its free slots, locked and leased."""
         settings = self._settings
         now = self._runtime.clock.now()
         until = now + timedelta(seconds=settings.delivery_lease_seconds)
-        pending = _D.status == DeliveryStatus.PENDING.value
-        async with self._runtime.sessions() as session, session.begin():
-            due: dict[str, int] = _counts(
-                (
-                    await session.execute(
-                        sa.select(_D.department, sa.func.count())
-                        .where(pending, _D.next_attempt_at <= now)
-                        .group_by(_D.department)
-                    )
-                ).all()
-            )
+        async with self._leasing.transaction() as driver:
+            due = dict(await driver.fetch(_DUE, now))
             if not due:
                 return []
-            await ensure_receivers(session, sorted(due), now)
-            receivers = (
-                await session.scalars(
-                    sa.select(ReceiverRow)
-                    .where(_R.department.in_(sorted(due)), _R.disabled.is_(False))
-                    .order_by(_R.department)
-                    .with_for_update(skip_locked=True)  # another instance is leasing for it
-                )
-            ).all()
-            in_flight: dict[str, int] = _counts(
-                (
-                    await session.execute(
-                        sa.select(_D.department, sa.func.count())
-                        .where(
-                            pending,
-                            _D.department.in_([r.department for r in receivers]),
-                            _D.leased_until > now,
-                        )
-                        .group_by(_D.department)
-                    )
-                ).all()
-            )
+            receivers = await self._locked_receivers(driver, sorted(due), now, skip_locked=True)
+            usable = [r for r in receivers if not r.disabled]
+            in_flight = dict(await driver.fetch(_IN_FLIGHT, [r.department for r in usable], now))
             slots: dict[str, int] = {}
-            for receiver in receivers:
+            for receiver in usable:
                 free = min(
                     self._slots(receiver, now, capacity, in_flight.get(receiver.department, 0)),
                     due[receiver.department],
@@ -379,34 +441,10 @@ class Deliverer:
                     break
             if not slots:
                 return []
-            wanted = (
-                sa.func.unnest(
-                    sa.bindparam("departments", list(slots), type_=ARRAY(sa.String)),
-                    sa.bindparam("slots", list(slots.values()), type_=ARRAY(sa.Integer)),
-                )
-                .table_valued("department", "slots")
-                .render_derived(name="wanted")
-            )
-            picked = (
-                sa.select(_D.delivery_id, _D.case_id, _D.department, _D.url, _D.payload)
-                .where(pending, _D.department == wanted.c.department, _D.next_attempt_at <= now)
-                .order_by(_D.next_attempt_at)
-                .limit(wanted.c.slots)
-                .with_for_update(skip_locked=True)
-                .lateral("picked")
-            )
-            rows = (
-                await session.execute(sa.select(picked).select_from(wanted).join(picked, sa.true()))
-            ).all()
-            if not rows:
-                return []
-            await session.execute(
-                sa.update(DeliveryRow.__table__)  # type: ignore[attr-defined]
-                .where(_D.delivery_id.in_([row.delivery_id for row in rows]))
-                .values(leased_until=until, next_attempt_at=until)
-            )
-            leasing = {row.department for row in rows}
-            for receiver in receivers:
+            rows = await driver.fetch(_PICK, list(slots), list(slots.values()), now, until)
+            leasing = {row["department"] for row in rows}
+            probes = []
+            for receiver in usable:
                 breaker = breaker_of(receiver)
                 if receiver.department in leasing and (
                     breaker_phase(breaker, now=now) is BreakerPhase.HALF_OPEN
@@ -415,12 +453,32 @@ class Deliverer:
                         breaker, now=now, lease_seconds=settings.delivery_lease_seconds
                     )
                     _keep(receiver, probe, now)
+                    probes.append(receiver)
+            await _store_receivers(driver, probes)
+        # in the order they were due
         return [
-            Leased(row.delivery_id, row.case_id, row.department, row.url, row.payload)
-            for row in rows
+            Leased(row["delivery_id"], row["case_id"], row["department"], row["url"], row["body"])
+            for row in sorted(rows, key=lambda row: row["next_due"])
         ]
 
-    def _slots(self, receiver: ReceiverRow, now: datetime, capacity: int, in_flight: int) -> int:
+    async def _locked_receivers(
+        self,
+        driver: asyncpg.Connection,
+        departments: Sequence[str],
+        now: datetime,
+        *,
+        skip_locked: bool,
+    ) -> list[_Receiver]:
+        """The departments' receiver rows, locked (made on first need); with `skip_locked` those
+        another instance holds are left out."""
+        statement = _RECEIVERS_SKIP_LOCKED if skip_locked else _RECEIVERS
+        rows = await driver.fetch(statement, departments)
+        if len(rows) < len(departments):  # a department's first delivery: make its row
+            await driver.execute(_ENSURE_RECEIVERS, departments, now)
+            rows = await driver.fetch(statement, departments)
+        return [_Receiver(*row) for row in rows]
+
+    def _slots(self, receiver: _Receiver, now: datetime, capacity: int, in_flight: int) -> int:
         """How many attempts may start now for this department's endpoint."""
         if receiver.department not in self._secrets:
             return 0  # no longer a webhook department: its deliveries wait, they are not lost
@@ -437,7 +495,7 @@ class Deliverer:
         self._to_record.set()
 
     async def _attempt(self, delivery: Leased) -> Attempt:
-        body = json.dumps(delivery.payload, ensure_ascii=False, separators=(",", ":")).encode()
+        body = delivery.body.encode()
         current, *following = self._secrets[delivery.department]
         headers = signed_headers(
             secret=current,
@@ -482,31 +540,17 @@ class Deliverer:
         labels: list[tuple[str, str]] = []
         for delivery, attempt in answered:
             metrics.seconds.labels(delivery.department).observe(attempt.seconds)
-        async with self._runtime.sessions() as session, session.begin():
+        async with self._recording.transaction() as driver:
             rows = {
-                row.delivery_id: _Answered(*row)
-                for row in (
-                    await session.execute(
-                        sa.select(*(_D[name] for name in _ANSWERED_COLUMNS))
-                        .where(_D.delivery_id.in_([d.delivery_id for d, _ in answered]))
-                        .order_by(_D.delivery_id)
-                        .with_for_update()
-                    )
-                ).all()
+                row["delivery_id"]: _Answered(*row)
+                for row in await driver.fetch(_ANSWERED, [d.delivery_id for d, _ in answered])
             }
             departments = sorted({d.department for d, _ in answered})
-            await ensure_receivers(session, departments, now)
             receivers = {
-                row.department: row
-                for row in (
-                    await session.scalars(
-                        sa.select(ReceiverRow)
-                        .where(_R.department.in_(departments))
-                        .order_by(_R.department)
-                        .with_for_update()
-                    )
-                ).all()
+                r.department: r
+                for r in await self._locked_receivers(driver, departments, now, skip_locked=False)
             }
+            before = {code: dataclasses.replace(r) for code, r in receivers.items()}
             delivered = []
             changed: dict[str, _Answered] = {}
             for delivery, attempt in answered:
@@ -520,14 +564,15 @@ class Deliverer:
                 if label == DeliveryStatus.DELIVERED.value:
                     delivered.append(row)
             if changed:
-                await session.execute(_RECORD, _record_params(changed.values()))
-            await self._assign(session, delivered)
+                await driver.execute(_RECORD, *_record_columns(changed.values()))
+            await _store_receivers(
+                driver, [r for code, r in receivers.items() if r != before[code]]
+            )
+            await self._assign(driver, delivered)
         for department, label in labels:
             metrics.attempts.labels(department, label).inc()
 
-    def _outcome(
-        self, row: _Answered, receiver: ReceiverRow, attempt: Attempt, now: datetime
-    ) -> str:
+    def _outcome(self, row: _Answered, receiver: _Receiver, attempt: Attempt, now: datetime) -> str:
         """One answer applied to its delivery and its receiver; returns the outcome's label."""
         settings = self._settings
         metrics = self.metrics
@@ -578,7 +623,7 @@ class Deliverer:
             )
         return label
 
-    def _disable(self, receiver: ReceiverRow, row: _Answered, now: datetime) -> None:
+    def _disable(self, receiver: _Receiver, row: _Answered, now: datetime) -> None:
         """410 Gone: the endpoint is gone for every delivery; they wait for an operator."""
         row.next_attempt_at = now  # due again as soon as the receiver is enabled
         if not receiver.disabled:
@@ -588,7 +633,7 @@ class Deliverer:
             receiver.updated_at = now
             log.error("receiver of %s disabled: it answered 410 Gone", row.department)
 
-    def _breaker(self, receiver: ReceiverRow, *, succeeded: bool, now: datetime) -> None:
+    def _breaker(self, receiver: _Receiver, *, succeeded: bool, now: datetime) -> None:
         settings = self._settings
         before = breaker_of(receiver)
         after = breaker_after(
@@ -609,21 +654,14 @@ class Deliverer:
                 after.failures,
             )
 
-    async def _assign(self, session: AsyncSession, delivered: Sequence[_Answered]) -> None:
+    async def _assign(self, driver: asyncpg.Connection, delivered: Sequence[_Answered]) -> None:
         """The cases of these deliveries are their departments' now (each one's transition from
         its state at that moment: one that moved on meanwhile is left as it is)."""
         if not delivered:
             return
         cases = {
-            row.case_id: _Assigning(*row)
-            for row in (
-                await session.execute(
-                    sa.select(*(_C[name] for name in _Assigning._fields))
-                    .where(_C.case_id.in_(sorted({row.case_id for row in delivered})))
-                    .order_by(_C.case_id)
-                    .with_for_update()
-                )
-            ).all()
+            row["case_id"]: _Assigning(*row)
+            for row in await driver.fetch(_ASSIGNING, sorted({row.case_id for row in delivered}))
         }
         events = []
         now = self._runtime.clock.now()
@@ -639,7 +677,9 @@ class Deliverer:
                     category=case.category,
                     unit_grid=case.unit_grid,
                     department=row.department,
-                    routing=RoutingSnapshot.model_validate(case.routing) if case.routing else None,
+                    routing=(
+                        RoutingSnapshot.model_validate_json(case.routing) if case.routing else None
+                    ),
                     now=now,
                     urgency=Urgency(case.urgency),
                 )
@@ -651,14 +691,12 @@ class Deliverer:
             cases[case.case_id] = case._replace(state=event.to_state.value, version=event.version)
             events.append(event)
         if events:
-            await session.execute(
+            await driver.execute(
                 _ASSIGNED,
-                {
-                    "ids": [e.case_id for e in events],
-                    "states": [e.to_state.value for e in events],
-                    "versions": [e.version for e in events],
-                    "departments": [e.department for e in events],
-                    "ats": [e.at for e in events],
-                },
+                [e.case_id for e in events],
+                [e.to_state.value for e in events],
+                [e.version for e in events],
+                [e.department for e in events],
+                [e.at for e in events],
             )
-        await record_transitions(session, events=events, runtime=self._runtime)
+        await record_transitions(driver, events=events, runtime=self._runtime)
