@@ -16,12 +16,11 @@ from datetime import datetime
 import asyncpg
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from libs.common.clock import Clock
 from libs.common.contract import Contract
-from libs.common.db import outbox
+from libs.common.db import HeldConnection, outbox
 from libs.common.envelope import Envelope, RawJson
 from libs.common.ids import new_event_id
 from libs.common.kafka import Publisher
@@ -30,7 +29,16 @@ from libs.common.topics import CATALOGUE, Topic, build_envelope
 log = logging.getLogger(__name__)
 _TOPICS = {topic.name: topic for topic in CATALOGUE}
 # the key is this schema's outbox table (search_path), so services sharing a database never wait
-_DRAIN_LOCK = sa.text("SELECT pg_try_advisory_xact_lock(:space, 'outbox'::regclass::oid::int)")
+_DRAIN_LOCK = "SELECT pg_try_advisory_xact_lock($1, 'outbox'::regclass::oid::int)"
+# the data as text: published as it is, never decoded and encoded again; no row locks: the
+# advisory lock makes this the only drainer
+_UNPUBLISHED = """
+    SELECT id, topic, key, event_id, event_type, source, event_time, created_at,
+        data::text AS data_text
+    FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
+"""
+_PUBLISHED = "UPDATE outbox SET published_at = $1 WHERE id = ANY($2::bigint[])"
+_DEPTH = "SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL"
 _DRAIN_LOCK_SPACE = 0x6F757462  # "outb"
 
 
@@ -156,14 +164,15 @@ class OutboxRelay:
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         publisher: Publisher,
         clock: Clock,
         metrics: OutboxMetrics,
         batch_size: int = 500,
         poll_interval: float = 0.5,
     ) -> None:
-        self._sessions = sessions
+        # the relay keeps a connection: no pool round trip per round, statements through asyncpg
+        self._connection = HeldConnection(engine)
         self._publisher = publisher
         self._clock = clock
         self._metrics = metrics
@@ -183,78 +192,57 @@ class OutboxRelay:
         failures = 0
         measured = 0.0
         loop = asyncio.get_running_loop()
-        while not self._stopping.is_set():
-            try:
-                published = await self.drain_once()
-                failures = 0
-            except Exception as exc:  # broker or database away: keep the rows, retry later
-                failures += 1
-                log.warning("outbox relay failed (%d in a row): %s", failures, type(exc).__name__)
-                published = 0
-            # when idle, after a failure (a stuck outbox must show) and once a second when busy
-            if published == 0 or failures or loop.time() - measured >= 1.0:
-                await self._measure()
-                measured = loop.time()
-            if failures:
-                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
-            if published == 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    published = await self.drain_once()
+                    failures = 0
+                except Exception as exc:  # broker or database away: keep the rows, retry later
+                    failures += 1
+                    log.warning(
+                        "outbox relay failed (%d in a row): %s", failures, type(exc).__name__
+                    )
+                    published = 0
+                # when idle, after a failure (a stuck outbox must show), once a second when busy
+                if published == 0 or failures or loop.time() - measured >= 1.0:
+                    await self._measure()
+                    measured = loop.time()
+                if failures:
+                    await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+                if published == 0:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Give back the relay's connection (`run` does when it stops)."""
+        await self._connection.close()
 
     async def drain_once(self) -> int:
-        async with self._sessions() as session, session.begin():
-            if not (await session.execute(_DRAIN_LOCK, {"space": _DRAIN_LOCK_SPACE})).scalar():
+        async with self._connection.transaction() as driver:
+            if not await driver.fetchval(_DRAIN_LOCK, _DRAIN_LOCK_SPACE):
                 return 0  # another relay is draining this outbox
-            rows = (
-                await session.execute(
-                    # the data as text: published as it is, never decoded and encoded again
-                    sa.select(
-                        outbox.c.id,
-                        outbox.c.topic,
-                        outbox.c.key,
-                        outbox.c.event_id,
-                        outbox.c.event_type,
-                        outbox.c.source,
-                        outbox.c.event_time,
-                        outbox.c.created_at,
-                        sa.cast(outbox.c.data, sa.Text).label("data_text"),
-                    )
-                    .where(outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.id)
-                    # no row locks: the advisory lock above already makes this the only drainer
-                    .limit(self._batch_size)
-                )
-            ).all()
+            rows = await driver.fetch(_UNPUBLISHED, self._batch_size)
             if not rows:
                 return 0
             futures = []
             for index, row in enumerate(rows):
-                futures.append(await self._publisher.enqueue(_TOPICS[row.topic], _envelope(row)))
+                futures.append(await self._publisher.enqueue(_TOPICS[row["topic"]], _envelope(row)))
                 if index % 50 == 49:
                     await asyncio.sleep(0)  # let requests in between: a batch is CPU work
             await asyncio.gather(*futures)
             now = self._clock.now()
-            await session.execute(
-                sa.update(outbox)
-                .where(outbox.c.id == sa.func.any(sa.bindparam("ids", type_=ARRAY(sa.BigInteger))))
-                .values(published_at=now),
-                {"ids": [row.id for row in rows]},
-            )
+            await driver.execute(_PUBLISHED, now, [row["id"] for row in rows])
             for row in rows:
-                self._metrics.publish_seconds.observe((now - row.created_at).total_seconds())
+                self._metrics.publish_seconds.observe((now - row["created_at"]).total_seconds())
             return len(rows)
 
     async def _measure(self) -> None:
         try:
-            async with self._sessions() as session:
-                depth, oldest = (
-                    await session.execute(
-                        sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
-                            outbox.c.published_at.is_(None)
-                        )
-                    )
-                ).one()
+            async with self._connection.transaction() as driver:
+                depth, oldest = await driver.fetchrow(_DEPTH)
         except Exception as exc:  # the database is away: the gauges keep their last values
             log.warning("outbox gauges not updated: %s", type(exc).__name__)
             return
@@ -263,8 +251,7 @@ class OutboxRelay:
         self._metrics.age.set(max(0.0, age))
 
 
-def _envelope(row: sa.Row[tuple[object, ...]]) -> Envelope:
-    mapping = row._mapping
+def _envelope(mapping: asyncpg.Record) -> Envelope:
     return Envelope(
         id=str(mapping["event_id"]),
         source=str(mapping["source"]),

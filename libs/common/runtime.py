@@ -107,7 +107,7 @@ class Runtime:
         )
         await self.publisher.start()
         self.relay = OutboxRelay(
-            sessions=self.sessions,
+            engine=self.engine,
             publisher=self.publisher,
             clock=self.clock,
             metrics=self.outbox_metrics,

@@ -104,7 +104,7 @@ class Bench:
         self, publisher: Publisher, *, metrics: OutboxMetrics | None = None, batch_size: int = 500
     ) -> OutboxRelay:
         return OutboxRelay(
-            sessions=self.sessions,
+            engine=self.engine,
             publisher=publisher,
             clock=self.clock,
             metrics=metrics or OutboxMetrics(CollectorRegistry()),
@@ -302,7 +302,9 @@ async def test_a_relay_never_overtakes_another_on_the_same_key(bench: Bench) -> 
             try:
                 # relay A has claimed the first event and is about to hand it to the broker
                 await asyncio.wait_for(slow.at_gate.wait(), WAIT_SECONDS)
-                assert await bench.relay(fast).drain_once() == 0  # B must not publish the second
+                other = bench.relay(fast)
+                assert await other.drain_once() == 0  # B must not publish the second
+                await other.close()
             finally:
                 gate.set()
             await bench.all_published()
