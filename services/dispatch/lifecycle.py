@@ -46,6 +46,7 @@ Choices beyond DESIGN.md:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -450,10 +451,16 @@ class InvalidCommandError(ValueError):
 
 
 def _by_state(view: CaseView, kind: ActorKind) -> tuple[Move, ...]:
+    return _moves_in(view.state, kind)
+
+
+@functools.cache
+def _moves_in(state: CaseState, kind: ActorKind) -> tuple[Move, ...]:
+    """The moves the rules give this kind of actor in this state (the rules are constants)."""
     return tuple(
         move
         for move in Move
-        if any(r.move is move and kind in r.actors and view.state in r.states for r in RULES)
+        if any(r.move is move and kind in r.actors and state in r.states for r in RULES)
     )
 
 

@@ -35,10 +35,10 @@ class DispatchSettings(ServiceSettings):
         default=10.0, gt=0, le=120, description="how long a receiver may take to answer"
     )
     delivery_concurrency: int = Field(
-        default=16, ge=1, le=512, description="deliveries attempted at once per instance"
+        default=64, ge=1, le=512, description="deliveries attempted at once per instance"
     )
     delivery_concurrency_per_department: int = Field(
-        default=4, ge=1, le=64, description="attempts in flight at once per department endpoint"
+        default=8, ge=1, le=64, description="attempts in flight at once per department endpoint"
     )
     delivery_breaker_failures: int = Field(
         default=5, ge=1, le=1000, description="consecutive failures that open a breaker"

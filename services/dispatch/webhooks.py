@@ -186,9 +186,14 @@ class _Receiver:
 
 # The hot statements of the delivery loop, run straight through asyncpg on connections the loop
 # holds (libs.common.db.HeldConnection).
+# which of these departments have a delivery due: an index probe each (deliveries_due), not a
+# count of the whole backlog
 _DUE = """
-    SELECT department, count(*) FROM deliveries
-    WHERE status = 'pending' AND next_attempt_at <= $1 GROUP BY department
+    SELECT w.department FROM unnest($1::text[]) AS w(department)
+    WHERE EXISTS (
+        SELECT 1 FROM deliveries d
+        WHERE d.status = 'pending' AND d.department = w.department AND d.next_attempt_at <= $2
+    )
 """
 _RECEIVER_COLUMNS = (
     "department, disabled, disabled_at, reason, consecutive_failures, open_until,"
@@ -212,9 +217,9 @@ _STORE_RECEIVERS = """
 """
 _IN_FLIGHT = """
     SELECT department, count(*) FROM deliveries
-    WHERE status = 'pending' AND department = ANY($1::text[]) AND leased_until > $2
+    WHERE department = ANY($1::text[]) AND leased_until > $2 AND status = 'pending'
     GROUP BY department
-"""
+"""  # deliveries_leased: only the leased rows
 # per department its oldest due deliveries up to its free slots, locked and leased at once
 _PICK = """
     WITH picked AS (
@@ -347,6 +352,7 @@ class Deliverer:
         self._to_record = asyncio.Event()
         # the lease loop and the recorder each keep a connection: no pool round trip per round
         self._leasing = HeldConnection(runtime.engine)
+        self._departments = sorted(secrets)
         self._recording = HeldConnection(runtime.engine)
 
     def wake(self) -> None:
@@ -415,25 +421,23 @@ class Deliverer:
         self._wake.set()
 
     async def _lease(self, capacity: int) -> list[Leased]:
-        """One transaction of four statements whatever the number of departments: the due
-        departments, their receivers locked, their attempts in flight, and per department its
-        oldest due deliveries up to its free slots, locked and leased."""
+        """One transaction of four statements whatever the number of departments: the webhook
+        departments with a delivery due, their receivers locked, their attempts in flight, and
+        per department its oldest due deliveries up to its free slots, locked and leased."""
         settings = self._settings
         now = self._runtime.clock.now()
         until = now + timedelta(seconds=settings.delivery_lease_seconds)
         async with self._leasing.transaction() as driver:
-            due = dict(await driver.fetch(_DUE, now))
+            # only webhook departments: another's deliveries wait (they are not lost)
+            due = [row["department"] for row in await driver.fetch(_DUE, self._departments, now)]
             if not due:
                 return []
-            receivers = await self._locked_receivers(driver, sorted(due), now, skip_locked=True)
+            receivers = await self._locked_receivers(driver, due, now, skip_locked=True)
             usable = [r for r in receivers if not r.disabled]
             in_flight = dict(await driver.fetch(_IN_FLIGHT, [r.department for r in usable], now))
             slots: dict[str, int] = {}
             for receiver in usable:
-                free = min(
-                    self._slots(receiver, now, capacity, in_flight.get(receiver.department, 0)),
-                    due[receiver.department],
-                )
+                free = self._slots(receiver, now, capacity, in_flight.get(receiver.department, 0))
                 if free > 0:
                     slots[receiver.department] = free
                     capacity -= free
