@@ -173,19 +173,18 @@ async def claim_events(
     """`claim_event` for many events in one statement: the ids `consumer` had not handled yet."""
     if not event_ids:
         return set()
-    statement = (
-        insert(processed_events)
-        .values(
-            [
-                {"consumer": consumer, "event_id": event_id, "processed_at": now}
-                # a redelivery inside the batch is claimed once (and found already claimed)
-                for event_id in dict.fromkeys(event_ids)
-            ]
-        )
-        .on_conflict_do_nothing()
-        .returning(processed_events.c.event_id)
-    )
-    return set((await session.scalars(statement)).all())
+    driver = await driver_of(session)
+    # a redelivery inside the batch is claimed once (and found already claimed)
+    rows = await driver.fetch(_CLAIM_EVENTS, consumer, list(dict.fromkeys(event_ids)), now)
+    return {row["event_id"] for row in rows}
+
+
+_CLAIM_EVENTS = """
+    INSERT INTO processed_events (consumer, event_id, processed_at)
+    SELECT $1, unnest($2::text[]), $3
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+"""
 
 
 def create_plumbing_tables_v1() -> None:

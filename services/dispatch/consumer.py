@@ -29,7 +29,7 @@ from libs.common.outbox import stage, stage_many
 from libs.common.refdata import WebhookReceiver, WeekdayCalendar
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE
-from services.dispatch.delivery import DeliveryStatus, webhook_body
+from services.dispatch.delivery import DeliveryStatus, webhook_json
 from services.dispatch.duplicates import (
     Candidate,
     DuplicatePolicy,
@@ -115,7 +115,7 @@ class SubmittedCases:
                 admission = admit(case, decision, now=now)
             values = case_values(case, decision, admission, at=at, now=now)
             assigned = self._assigned_at_once(case, decision, admission, values, now)
-            row = CaseRow(**values)
+            row = CaseRow(**_orm_values(values))
             session.add(row)
             self._metrics.decisions.labels(decision.rule_id or "triage").inc()
             for event in admission.events:
@@ -279,11 +279,95 @@ class _Batch:
     async def write(self, session: Any, *, runtime: Runtime) -> None:
         if not self.cases:
             return
-        await session.execute(sa.insert(_CASES), self.cases)
+        driver = await driver_of(session)
+        await driver.execute(_INSERT_CASES, *_columns(self.cases, _CASE_COLUMNS))
         # new cases: nobody follows them yet
-        await write_transitions(session, events=self.events, runtime=runtime)
+        await write_transitions(driver, events=self.events, runtime=runtime)
         if self.deliveries:
-            await session.execute(sa.insert(_DELIVERIES), self.deliveries)
+            await driver.execute(_INSERT_DELIVERIES, *_columns(self.deliveries, _DELIVERY_COLUMNS))
+
+
+# new cases and deliveries in one statement each, from arrays (`case_values`, `delivery_values`)
+_CASE_COLUMNS = {
+    "case_id": "text",
+    "version": "int",
+    "state": "text",
+    "source": "text",
+    "category": "text",
+    "urgency": "text",
+    "unit_grid": "text",
+    "department": "text",
+    "routing": "jsonb",
+    "submitted": "jsonb",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "owner_node": "text",
+    "co_handling": "jsonb",
+    "returned_by": "jsonb",
+    "return_count": "int",
+    "rework_count": "int",
+    "suspended": "bool",
+    "extension_pending": "bool",
+    "extension_requested_until": "timestamptz",
+    "verified": "bool",
+    "supervised": "bool",
+    "lat": "float8",
+    "lon": "float8",
+    "merged_into": "text",
+}
+_DELIVERY_COLUMNS = {
+    "delivery_id": "text",
+    "case_id": "text",
+    "department": "text",
+    "url": "text",
+    "status": "text",
+    "attempts": "int",
+    "next_attempt_at": "timestamptz",
+    "last_error": "text",
+    "last_status_code": "int",
+    "payload": "jsonb",
+    "created_at": "timestamptz",
+    "delivered_at": "timestamptz",
+    "leased_until": "timestamptz",
+}
+
+
+def _insert_from_arrays(table: str, columns: dict[str, str]) -> str:
+    """INSERT of many rows given as one array per column; jsonb columns come as JSON text."""
+    arrays = ", ".join(
+        f"${i}::text[]" if kind == "jsonb" else f"${i}::{kind}[]"
+        for i, kind in enumerate(columns.values(), start=1)
+    )
+    names = ", ".join(columns)
+    values = ", ".join(
+        f"{name}::jsonb" if kind == "jsonb" else name for name, kind in columns.items()
+    )
+    return f"INSERT INTO {table} ({names}) SELECT {values} FROM unnest({arrays}) AS t({names})"  # noqa: S608  # constant names
+
+
+_INSERT_CASES = _insert_from_arrays("cases", _CASE_COLUMNS)
+_INSERT_DELIVERIES = _insert_from_arrays("deliveries", _DELIVERY_COLUMNS)
+
+
+def _columns(rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> list[list[Any]]:
+    return [
+        [
+            json.dumps(row[name])
+            if kind == "jsonb" and not isinstance(row[name], str | None)
+            else row[name]
+            for row in rows
+        ]
+        for name, kind in columns.items()
+    ]
+
+
+def _orm_values(values: dict[str, Any]) -> dict[str, Any]:
+    """`case_values` for an ORM row (its JSON columns as Python values)."""
+    return {
+        **values,
+        "routing": json.loads(values["routing"]),
+        "submitted": json.loads(values["submitted"]),
+    }
 
 
 def case_values(
@@ -294,7 +378,7 @@ def case_values(
     at: tuple[float, float] | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """The new case's row (every column)."""
+    """The new case's row (every column; `routing` and `submitted` as JSON text)."""
     view = admission.view
     return {
         "case_id": case.case_id,
@@ -305,8 +389,8 @@ def case_values(
         "urgency": case.urgency.value,
         "unit_grid": case.location.unit_grid,
         "department": view.department or admission.deliver_to,
-        "routing": decision.snapshot().model_dump(mode="json"),
-        "submitted": case.model_dump(mode="json", exclude_none=True),
+        "routing": decision.snapshot().model_dump_json(),  # jsonb columns as JSON text
+        "submitted": case.model_dump_json(exclude_none=True),
         "created_at": now,
         "updated_at": now,
         "owner_node": owning_node(case.location.unit_grid),
@@ -664,7 +748,7 @@ def queue_delivery(
     values = delivery_values(runtime=runtime, case=case, department=department, now=now)
     if values is None:
         return None
-    session.add(DeliveryRow(**values))
+    session.add(DeliveryRow(**{**values, "payload": json.loads(values["payload"])}))
     return str(values["delivery_id"])
 
 
@@ -687,7 +771,7 @@ def delivery_values(
         "next_attempt_at": now,
         "last_error": None,
         "last_status_code": None,
-        "payload": webhook_body(
+        "payload": webhook_json(  # JSON text
             case, delivery_id=delivery_id, department=department, sharing=receiver.reporter
         ),
         "created_at": now,

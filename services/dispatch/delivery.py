@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -170,6 +170,8 @@ class SharedCase(CaseSubmitted):
     """The case as a department gets it: the reporter and a proxy service's beneficiary in full,
     masked, or left out, as the department's receiver says (DOMAIN.md §6)."""
 
+    PEOPLE: ClassVar[frozenset[str]] = frozenset({"reporter", "beneficiary"})
+
     # the shared copy's people may be masked, and are absent when the receiver says `none`
     reporter: SharedPerson | None = None  # type: ignore[assignment]
     beneficiary: SharedPerson | None = None  # type: ignore[assignment]
@@ -192,24 +194,42 @@ def _person(person: Reporter | None, sharing: ReporterSharing) -> SharedPerson |
 
 
 def shared_case(case: CaseSubmitted, sharing: ReporterSharing) -> SharedCase:
-    """The case with its personal information as a department may see it."""
-    data = case.model_dump(exclude={"reporter", "beneficiary"})
-    return SharedCase.model_validate(
-        {
-            **data,
-            "reporter": _person(case.reporter, sharing),
-            "beneficiary": _person(case.beneficiary, sharing),
-        }
+    """The case with its personal information as a department may see it: the submitted case's
+    (validated) values as they are, its people shown in full, masked or not at all."""
+    values = {name: getattr(case, name) for name in _CASE_FIELDS}
+    return SharedCase.model_construct(
+        case.model_fields_set | {"reporter", "beneficiary"},
+        **values,
+        reporter=_person(case.reporter, sharing),
+        beneficiary=_person(case.beneficiary, sharing),
     )
+
+
+_CASE_FIELDS = tuple(name for name in CaseSubmitted.model_fields if name not in SharedCase.PEOPLE)
+
+
+def webhook_payload(
+    case: CaseSubmitted, *, delivery_id: str, department: str, sharing: ReporterSharing = "masked"
+) -> WebhookPayload:
+    """The `case.assigned` webhook a department's receiver gets."""
+    return WebhookPayload(
+        delivery_id=delivery_id, department=department, case=shared_case(case, sharing)
+    )
+
+
+def webhook_json(
+    case: CaseSubmitted, *, delivery_id: str, department: str, sharing: ReporterSharing = "masked"
+) -> str:
+    """`webhook_body` as JSON text (what is stored, signed and sent)."""
+    payload = webhook_payload(case, delivery_id=delivery_id, department=department, sharing=sharing)
+    return payload.model_dump_json(exclude_none=True)
 
 
 def webhook_body(
     case: CaseSubmitted, *, delivery_id: str, department: str, sharing: ReporterSharing = "masked"
 ) -> dict[str, Any]:
     """The JSON a department's webhook receives."""
-    payload = WebhookPayload(
-        delivery_id=delivery_id, department=department, case=shared_case(case, sharing)
-    )
+    payload = webhook_payload(case, delivery_id=delivery_id, department=department, sharing=sharing)
     return payload.model_dump(mode="json", exclude_none=True)
 
 

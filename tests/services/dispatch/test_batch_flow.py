@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
@@ -114,7 +115,8 @@ async def test_a_batch_failing_on_one_record_stores_nothing_of_it(
     good = make_case()
     bad = make_case().model_copy(update={"description": "NUL \x00 in the text"})  # jsonb refuses
 
-    with pytest.raises(sa.exc.DBAPIError):
+    # refused by PostgreSQL (the batch writes through asyncpg, so its own error class)
+    with pytest.raises(asyncpg.UntranslatableCharacterError):
         await handle_batch(stack, (envelope_of(good), good), (envelope_of(bad), bad))
 
     # the transaction held the whole batch: nothing of it remains, so handling it again works

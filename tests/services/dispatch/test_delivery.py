@@ -3,6 +3,7 @@ what a department receives and the published schema of the webhook body."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from services.dispatch.delivery import (
     next_attempt_at,
     retry_after_seconds,
     webhook_body,
+    webhook_json,
     webhook_schema,
 )
 from services.dispatch.webhooks import MissingSecretError, webhook_secrets
@@ -197,6 +199,16 @@ def test_every_body_validates_against_the_payload_model() -> None:
     for sharing in ("full", "masked", "none"):
         body = webhook_body(_proxy_case(), delivery_id="msg_1", department="c", sharing=sharing)
         assert WebhookPayload.model_validate(body).type == "case.assigned"
+
+
+def test_the_stored_text_is_the_body_and_revalidates_unchanged() -> None:
+    case = _proxy_case()
+    for sharing in ("full", "masked", "none"):
+        args = {"delivery_id": "msg_1", "department": "c", "sharing": sharing}
+        text = webhook_json(case, **args)  # type: ignore[arg-type]
+        assert json.loads(text) == webhook_body(case, **args)  # type: ignore[arg-type]
+        again = WebhookPayload.model_validate_json(text)
+        assert again.model_dump_json(exclude_none=True) == text
 
 
 def test_the_committed_schema_is_the_generated_one() -> None:
