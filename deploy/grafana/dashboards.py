@@ -210,6 +210,15 @@ DASHBOARDS: dict[str, dict[str, Any]] = {
                 ),
             ),
             Panel(
+                "breaches by department (/h)",
+                (
+                    (
+                        'sum by (department) (increase(gridflow_sla_signals_total{kind="breach"}[1h]))',
+                        "{{department}}",
+                    ),
+                ),
+            ),
+            Panel(
                 "missed visits (四必访, /day)",
                 (
                     (
@@ -282,6 +291,10 @@ DASHBOARDS: dict[str, dict[str, Any]] = {
             Panel(
                 "outbox depth",
                 (("max by (job) (gridflow_outbox_depth)", "{{job}}"),),
+            ),
+            Panel(
+                "consumer lag (records not yet handled)",
+                (("sum by (group, topic) (gridflow_consumer_lag)", "{{group}} · {{topic}}"),),
             ),
             Panel(
                 "oldest unpublished event",

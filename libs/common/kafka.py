@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from libs.common.clock import Clock
 from libs.common.contract import Contract
@@ -179,6 +179,13 @@ class ConsumerMetrics:
             ["topic"],
             registry=registry,
         )
+        self.lag = Gauge(
+            "gridflow_consumer_lag",
+            "Records not yet consumed in the partitions this instance holds (high watermark - "
+            "position), by topic and consumer group; sum over instances for the group's lag",
+            ["topic", "group"],
+            registry=registry,
+        )
         self.batches = Counter(
             "gridflow_consumer_batches_total",
             "Fetched batches given to a batch handler, by outcome (ok; split: it failed and its "
@@ -237,6 +244,7 @@ class ConsumerLoop:
     async def run(self) -> None:
         await self._consumer.start()
         self.started.set()
+        measuring = asyncio.create_task(self._measure_lag(), name=f"{self._topic.name}-lag")
         try:
             while not self._stopping.is_set():
                 batches = await self._consumer.getmany(
@@ -262,15 +270,30 @@ class ConsumerLoop:
                     if self._stopping.is_set():
                         break
         finally:
+            measuring.cancel()
+            await asyncio.gather(measuring, return_exceptions=True)
             await self._consumer.stop()
 
     async def lag(self) -> int:
+        """Records not yet handled (high watermark - committed offset) in the partitions held now;
+        a partition is counted once a fetch has told its high watermark."""
         total = 0
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             if high is not None:
-                total += max(0, high - await self._consumer.position(tp))
+                committed = await self._consumer.committed(tp)
+                total += max(0, high - (committed or 0))
         return total
+
+    async def _measure_lag(self, every: float = 2.0) -> None:
+        """The lag gauge, on its own beat: a handler that is stuck shows as a growing lag."""
+        gauge = self._metrics.lag.labels(self._topic.name, self._group_id)
+        while True:
+            try:
+                gauge.set(await self.lag())
+            except Exception as exc:  # a rebalance or the broker away: measured next time
+                log.debug("lag of %s not measured: %s", self._topic.name, type(exc).__name__)
+            await asyncio.sleep(every)
 
     async def _decode(self, record: Any) -> Delivery | None:
         """The record as a delivery, or None when it is undecodable (then it is dead-lettered)."""

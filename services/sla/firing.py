@@ -41,8 +41,9 @@ class FiringMetrics:
     def __init__(self, runtime: Runtime) -> None:
         self.signals = MetricCounter(
             "gridflow_sla_signals_total",
-            "Deadline signals sent, by kind and stage",
-            ["kind", "stage"],
+            "Deadline signals sent, by kind, stage and the department holding the clock "
+            "(`none`: nobody holds it, e.g. a case in triage)",
+            ["kind", "stage", "department"],
             registry=runtime.registry,
         )
         self.lag = Histogram(
@@ -113,7 +114,7 @@ class Firer(DueLoop):
         city = runtime.refdata.grid.city.code
         staged: list[dict[str, Any]] = []
         moved: list[dict[str, Any]] = []
-        counts: Counter[tuple[str, str]] = Counter()
+        counts: Counter[tuple[str, str, str]] = Counter()
         lags: list[float] = []
         async with runtime.sessions() as session, session.begin():
             rows = (
@@ -138,7 +139,7 @@ class Firer(DueLoop):
                         now=now,
                     )
                     staged.append(_outbox_row(envelope, now=now))
-                    counts[signal.kind.value, timer.stage.value] += 1
+                    counts[signal.kind.value, timer.stage.value, timer.department or "none"] += 1
                     lags.append(max((now - signal.at) / timedelta(seconds=1), 0.0))
                 moved.append(
                     {
@@ -153,8 +154,8 @@ class Firer(DueLoop):
                 await session.execute(sa.insert(outbox), staged)
             if moved:
                 await session.execute(_ADVANCE, moved)
-        for (kind, stage), count in counts.items():
-            self.metrics.signals.labels(kind, stage).inc(count)
+        for (kind, stage, department), count in counts.items():
+            self.metrics.signals.labels(kind, stage, department).inc(count)
         for lag in lags:
             self.metrics.lag.observe(lag)
         if staged:

@@ -43,7 +43,7 @@ from libs.common.kafka import (
 from libs.common.topics import CASES_SUBMITTED, DEADLETTER
 from services.intake.settings import IntakeSettings
 from tests.factories import UNIT_GRID, Isolation, make_intake_settings
-from tests.harness import WAIT_SECONDS, TopicWatcher
+from tests.harness import WAIT_SECONDS, TopicWatcher, until
 
 T = TypeVar("T")
 SOURCE = "gridflow/test-kafka"
@@ -500,3 +500,31 @@ async def test_an_undecodable_record_in_a_batch_is_dead_lettered_and_the_rest_ba
     assert isinstance(letter, DeadLetter)
     assert letter.offset == 1 and letter.error.startswith("undecodable: ")
     assert await bench.committed() == 3
+
+
+async def test_the_lag_gauge_shows_a_stuck_handler_and_returns_to_zero(bench: Bench) -> None:
+    for _ in range(5):
+        await bench.publish()
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def stuck(_: Delivery) -> None:
+        entered.set()
+        await release.wait()
+
+    def lag() -> float | None:
+        labels = {"topic": CASES_SUBMITTED.name, "group": bench.group}
+        return bench.registry.get_sample_value("gridflow_consumer_lag", labels)
+
+    async def stuck_shows() -> bool:
+        return lag() == 5  # nothing handled (committed) while the first record is in hand
+
+    async def caught_up() -> bool:
+        return lag() == 0
+
+    loop = bench.consumer(stuck)
+    async with running(loop) as task:
+        await unless_crashed(entered.wait(), task)
+        await until(stuck_shows)
+        release.set()
+        await until(caught_up)
+    assert await bench.committed() == 5

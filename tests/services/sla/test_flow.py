@@ -179,7 +179,10 @@ async def test_a_case_clocks_start_stop_and_signal_once_each(sla_stack: SlaStack
 
     await until(stopped)
     metrics = (await stack.client.get("/metrics", headers=auth(METRICS_TOKEN))).text
-    assert 'gridflow_sla_signals_total{kind="breach",stage="handle"} 1.0' in metrics
+    assert (
+        'gridflow_sla_signals_total{department="chengguan",kind="breach",stage="handle"} 1.0'
+        in metrics
+    )
 
 
 async def test_a_redelivered_or_stale_event_changes_nothing(sla_stack: SlaStack) -> None:
