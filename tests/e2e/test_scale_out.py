@@ -67,7 +67,7 @@ class Instance:
         async with httpx.AsyncClient() as client, asyncio.timeout(WAIT_SECONDS * 2):
             while True:
                 if self.process.returncode is not None:
-                    raise RuntimeError(f"dispatch exited with {self.process.returncode}")
+                    raise RuntimeError(f"{self.log.name}: exited with {self.process.returncode}")
                 try:
                     if (
                         await client.get(f"http://127.0.0.1:{self.port}/readyz")
@@ -86,18 +86,18 @@ class Instance:
 
 @asynccontextmanager
 async def instances(
-    environ: dict[str, str], count: int, logs: Path
+    environ: dict[str, str], count: int, logs: Path, *, service: str = "dispatch"
 ) -> AsyncIterator[list[Instance]]:
     started: list[Instance] = []
     try:
         for _ in range(count):
             port = free_port()
-            log = logs / f"dispatch-{port}.log"
+            log = logs / f"{service}-{port}.log"
             with log.open("wb") as sink:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "services.dispatch",
+                    f"services.{service}",
                     cwd=REPO,
                     env={**environ, "GRIDFLOW_HTTP_PORT": str(port)},
                     stdout=sink,
