@@ -18,35 +18,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
+import asyncpg
 from prometheus_client import Histogram
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from libs.common.contract import Contract
+from libs.common.db import HeldConnection
 from libs.common.outbox import stage_events
 from libs.common.runtime import Runtime
 from libs.common.topics import Topic
 
 log = logging.getLogger(__name__)
 
-_CLAIM = sa.text(
-    """
+# run through asyncpg on each committer's own connection (libs.common.db.HeldConnection)
+_CLAIM = """
     INSERT INTO idempotency (scope, key, fingerprint, status, response, created_at)
-    SELECT s, k, f, st, r::jsonb, :now
-    FROM unnest(CAST(:scopes AS text[]), CAST(:keys AS text[]), CAST(:fps AS text[]),
-                CAST(:statuses AS int[]), CAST(:responses AS text[])) AS t(s, k, f, st, r)
+    SELECT s, k, f, st, r::jsonb, $1
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::text[]) AS t(s, k, f, st, r)
     ON CONFLICT DO NOTHING
     RETURNING scope, key
-    """
-)
-_STORED = sa.text(
-    """
-    SELECT i.scope, i.key, i.fingerprint, i.status, i.response
+"""
+_STORED = """
+    SELECT i.scope, i.key, i.fingerprint, i.status, i.response::text AS response
     FROM idempotency i
-    JOIN unnest(CAST(:scopes AS text[]), CAST(:keys AS text[])) AS t(s, k)
-      ON i.scope = t.s AND i.key = t.k
-    """
-)
+    JOIN unnest($1::text[], $2::text[]) AS t(s, k) ON i.scope = t.s AND i.key = t.k
+"""
 
 
 @dataclass(frozen=True)
@@ -124,6 +119,14 @@ class Acceptor:
         await asyncio.gather(*(self._commit_loop() for _ in range(self._committers)))
 
     async def _commit_loop(self) -> None:
+        # each committer keeps a connection: no pool round trip per commit
+        connection = HeldConnection(self._runtime.engine)
+        try:
+            await self._commit_rounds(connection)
+        finally:
+            await connection.close()
+
+    async def _commit_rounds(self, connection: HeldConnection) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
             try:
                 first = await asyncio.wait_for(self._queue.get(), timeout=0.2)
@@ -133,7 +136,7 @@ class Acceptor:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.extend(self._queue.get_nowait())
             try:
-                results = await self._commit(batch)
+                results = await self._commit(connection, batch)
             except Exception as exc:  # the callers answer 503; nothing of this batch was kept
                 log.warning("commit of %d submissions failed: %s", len(batch), type(exc).__name__)
                 for submission in batch:
@@ -146,9 +149,11 @@ class Acceptor:
             self.batch_sizes.observe(len(batch))
             self._runtime.relay.wake()
 
-    async def _commit(self, batch: list[_Submission]) -> list[Replay | None]:
+    async def _commit(
+        self, connection: HeldConnection, batch: list[_Submission]
+    ) -> list[Replay | None]:
         now = self._runtime.clock.now()
-        async with self._runtime.engine.begin() as conn:
+        async with connection.transaction() as conn:
             fresh = await self._claim(conn, batch, now)
             staged = [
                 staged
@@ -164,7 +169,9 @@ class Acceptor:
             replays = await self._replays(conn, batch, fresh)
         return [None if index in fresh else replays[index] for index in range(len(batch))]
 
-    async def _claim(self, conn: AsyncConnection, batch: list[_Submission], now: Any) -> set[int]:
+    async def _claim(
+        self, conn: asyncpg.Connection, batch: list[_Submission], now: Any
+    ) -> set[int]:
         """Indexes of the submissions that may stage their events (new key, or no key)."""
         fresh = {i for i, s in enumerate(batch) if s.claim is None}
         first_of: dict[tuple[str, str], int] = {}
@@ -174,40 +181,34 @@ class Acceptor:
         if not first_of:
             return fresh
         claims = [batch[i].claim for i in first_of.values()]
-        rows = await conn.execute(
+        rows = await conn.fetch(
             _CLAIM,
-            {
-                "now": now,
-                "scopes": [c.scope for c in claims if c],
-                "keys": [c.key for c in claims if c],
-                "fps": [c.fingerprint for c in claims if c],
-                "statuses": [c.status for c in claims if c],
-                "responses": [json.dumps(c.response, ensure_ascii=False) for c in claims if c],
-            },
+            now,
+            [c.scope for c in claims if c],
+            [c.key for c in claims if c],
+            [c.fingerprint for c in claims if c],
+            [c.status for c in claims if c],
+            [json.dumps(c.response, ensure_ascii=False) for c in claims if c],
         )
-        fresh.update(first_of[(row.scope, row.key)] for row in rows)
+        fresh.update(first_of[(row["scope"], row["key"])] for row in rows)
         return fresh
 
     async def _replays(
-        self, conn: AsyncConnection, batch: list[_Submission], fresh: set[int]
+        self, conn: asyncpg.Connection, batch: list[_Submission], fresh: set[int]
     ) -> dict[int, Replay]:
         wanted = {i: s.claim for i, s in enumerate(batch) if i not in fresh and s.claim is not None}
         if not wanted:
             return {}
-        rows = await conn.execute(
-            _STORED,
-            {
-                "scopes": [c.scope for c in wanted.values()],
-                "keys": [c.key for c in wanted.values()],
-            },
+        rows = await conn.fetch(
+            _STORED, [c.scope for c in wanted.values()], [c.key for c in wanted.values()]
         )
-        stored = {(row.scope, row.key): row for row in rows}
+        stored = {(row["scope"], row["key"]): row for row in rows}
         replays = {}
         for index, claim in wanted.items():
             row = stored[(claim.scope, claim.key)]
             replays[index] = Replay(
-                status=row.status,
-                response=dict(row.response),
-                same_request=row.fingerprint == claim.fingerprint,
+                status=row["status"],
+                response=json.loads(row["response"]),
+                same_request=row["fingerprint"] == claim.fingerprint,
             )
         return replays
