@@ -12,12 +12,14 @@ import argparse
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from libs.common.bridge.dispatch import Call, Plan
+from libs.common.bridge.mapping import TimeLimit, unit_grid_of, unknown_unit_grids
 from libs.common.events import (
     CaseLifecycleEvent,
     CaseState,
@@ -34,13 +36,7 @@ from libs.common.events import (
 )
 from libs.common.refdata import ConfigError, ConfigIssue, ReferenceData, load_reference_data
 from libs.common.refdata.loader import Finding, read_source
-from libs.common.worktime import (
-    CalendarConfigError,
-    ChinaCalendar,
-    add_wall_clock,
-    add_working_days,
-    load_calendar,
-)
+from libs.common.worktime import CalendarConfigError, ChinaCalendar, load_calendar
 from services.hotline_bridge.partner import (
     Cancelled,
     Decision,
@@ -53,7 +49,6 @@ from services.hotline_bridge.partner import (
 )
 
 MAPPING_FILE = "hotline12345.yaml"
-UNIT_GRID_DIGITS = 15
 
 
 class _Strict(BaseModel):
@@ -64,17 +59,6 @@ class CategoryEntry(_Strict):
     code: Annotated[str, Field(min_length=1, max_length=32)]
     name: Annotated[str, Field(min_length=1, max_length=200)]
     category: str
-
-
-class TimeLimit(_Strict):
-    working_days: Annotated[int, Field(ge=1, le=60)] | None = None
-    hours: Annotated[float, Field(gt=0, le=720)] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> TimeLimit:
-        if (self.working_days is None) == (self.hours is None):
-            raise ValueError("give either working_days or hours")
-        return self
 
 
 class HotlineMapping(_Strict):
@@ -114,9 +98,9 @@ def _findings(mapping: HotlineMapping, refdata: ReferenceData | None) -> list[Fi
         findings.append(
             Finding(("unknown_category",), f"unknown category {mapping.unknown_category}")
         )
-    for partner_grid, unit_grid in mapping.grids.items():
-        if unit_grid not in refdata.grid or len(unit_grid) != UNIT_GRID_DIGITS:
-            findings.append(Finding(("grids", partner_grid), f"unknown unit grid {unit_grid}"))
+    for partner_grid in unknown_unit_grids(mapping.grids, refdata):
+        unit_grid = mapping.grids[partner_grid]
+        findings.append(Finding(("grids", partner_grid), f"unknown unit grid {unit_grid}"))
     return findings
 
 
@@ -164,11 +148,14 @@ def map_order(
     if urgency is None:
         failures.append("urgency")
         urgency = mapping.default_urgency
-    unit_grid = None
-    if order.grid_id is not None:
-        unit_grid = mapping.grids.get(order.grid_id)
-    if unit_grid is None and order.position is not None:
-        unit_grid = refdata.grid_map.locate(order.position.lat, order.position.lng)
+    position = order.position
+    unit_grid = unit_grid_of(
+        grid_id=order.grid_id,
+        grids=mapping.grids,
+        lat=position.lat if position else None,
+        lng=position.lng if position else None,
+        refdata=refdata,
+    )
     if unit_grid is None:
         failures.append("grid")
     coordinates = (
@@ -211,12 +198,7 @@ def due_at(
     limit = mapping.urgent_time_limits.get(order.urgency) or mapping.time_limits.get(
         order.order_type
     )
-    if limit is None:
-        return None
-    if limit.hours is not None:
-        return add_wall_clock(order.accepted_at, timedelta(hours=limit.hours)).at
-    assert limit.working_days is not None  # noqa: S101  # the model requires one of the two
-    return add_working_days(order.accepted_at, limit.working_days, calendar=calendar).at
+    return None if limit is None else limit.after(order.accepted_at, calendar=calendar)
 
 
 # --- a lifecycle event → the platform's status update --------------------------------------------
@@ -252,14 +234,7 @@ def status_update(
 
 # --- a platform decision → dispatch partner-API calls ---------------------------------------------
 
-Call = tuple[str, dict[str, Any]]  # (the partner API's move path, its body)
 _OPEN = {CaseState.REPORTED, CaseState.TRIAGE, CaseState.ASSIGNED, CaseState.ACCEPTED}
-
-
-@dataclass(frozen=True)
-class Plan:
-    calls: tuple[Call, ...] = ()
-    refusal: str | None = None  # why the decision cannot apply to the case as it stands
 
 
 def _close(verified: bool) -> Plan:

@@ -124,6 +124,20 @@ async def accept_cases(
     return [Accepted(e, known[e], e in fresh) for e, _ in cases]
 
 
+async def link_case(
+    session: AsyncSession, *, partner: str, external_id: str, case_id: str, now: datetime
+) -> bool:
+    """Link a gridflow case the bridge hands to the partner (no event staged); False when it was
+    linked before (a redelivered webhook)."""
+    statement = (
+        insert(links)
+        .values(partner=partner, external_id=external_id, case_id=case_id, created_at=now)
+        .on_conflict_do_nothing()
+        .returning(links.c.case_id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
 async def cases_of(
     session: AsyncSession, *, partner: str, external_ids: Sequence[str]
 ) -> dict[str, str]:
