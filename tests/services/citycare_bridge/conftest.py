@@ -1,0 +1,181 @@
+"""The 数字城管 bridge between the simulator of the platform and a real dispatch (real broker,
+real PostgreSQL, real HTTP on every side). dispatch's configuration points the platform's
+department entry at the bridge's port, chosen before either starts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from deploy.citycare_simulator import CitycareSimulator, PlatformCase
+from deploy.embedded import free_port
+from libs.common.auth import mint_token
+from libs.common.bridge.tables import links, queue
+from libs.common.db import outbox, processed_events
+from libs.common.events import CaseLifecycleEvent, Transition
+from libs.common.signing import signed_headers
+from services.citycare_bridge.app import create_app
+from services.citycare_bridge.settings import CitycareSettings
+from tests.factories import DISPATCH_SECRET, Isolation, department_secret, make_department_token
+from tests.harness import WAIT_SECONDS, http_server
+from tests.services.dispatch.conftest import DispatchStack, dispatch_stack_with
+
+PUSH_SECRET = "whsec_" + base64.b64encode(b"test-citycare-push-secret-012345").decode()
+CALL_SECRET = "whsec_" + base64.b64encode(b"test-citycare-call-secret-012345").decode()
+SYSTEM = "citycare"
+PLATFORM_DEPARTMENT = "shuzichengguan"
+
+
+def partner_token(scopes: tuple[str, ...] = ("cases:read", "cases:decide")) -> str:
+    return mint_token(
+        secret=DISPATCH_SECRET,
+        subject=SYSTEM,
+        role="partner",
+        scopes=list(scopes),
+        grids=[],
+        now=datetime.now(UTC),
+        ttl=timedelta(hours=2),
+    )
+
+
+def make_citycare_settings(iso: Isolation, **overrides: Any) -> CitycareSettings:
+    values = {
+        **iso.common("citycare_bridge"),
+        "partner_url": "http://127.0.0.1:9",
+        "partner_inbound_secret": PUSH_SECRET,
+        "partner_outbound_secret": CALL_SECRET,
+        "partner_poll_seconds": 0.05,
+        "partner_timeout_seconds": 5,
+        "dispatch_url": "http://127.0.0.1:9",
+        "dispatch_token": partner_token(),
+        "department_webhook_secret": department_secret(PLATFORM_DEPARTMENT),
+        "department_token": make_department_token(PLATFORM_DEPARTMENT),
+        "outbound_base_delay_seconds": 0.05,
+        "outbound_max_delay_seconds": 0.3,
+        "outbound_poll_seconds": 0.05,
+        "lifecycle_consumer_group": f"{iso.token}-citycare",
+        **overrides,
+    }
+    return CitycareSettings.model_validate(values)
+
+
+@dataclass
+class CitycareStack:
+    dispatch: DispatchStack
+    simulator: CitycareSimulator
+    settings: CitycareSettings
+    bridge_port: int
+    bridge: FastAPI | None = None
+    bridge_url: str = ""
+
+    @asynccontextmanager
+    async def running_bridge(self) -> AsyncIterator[str]:
+        """The bridge on its port; the simulator pushes to it while it runs."""
+        app = create_app(self.settings)
+        async with http_server(app, port=self.bridge_port) as url:
+            self.bridge, self.bridge_url = app, url
+            if self.settings.partner_mode == "push":
+                self.simulator.bridge_url = url
+            try:
+                yield url
+            finally:
+                self.simulator.bridge_url = None
+
+    async def rows(self, table: sa.Table) -> list[sa.Row[Any]]:
+        assert self.bridge is not None
+        async with self.bridge.state.runtime.sessions() as session:
+            return list((await session.execute(sa.select(table))).all())
+
+    async def counts(self) -> dict[str, int]:
+        return {t.name: len(await self.rows(t)) for t in (links, outbox, processed_events, queue)}
+
+
+async def wait_case(
+    simulator: CitycareSimulator,
+    case_id: str,
+    check: Callable[[PlatformCase], bool],
+    *,
+    within: float = WAIT_SECONDS,
+) -> PlatformCase:
+    """Wait until the simulator's case passes `check` (woken by each call it takes)."""
+    async with asyncio.timeout(within), simulator.changed:
+        while True:
+            case = simulator.cases.get(case_id)
+            if case is not None and check(case):
+                return case
+            await simulator.changed.wait()
+
+
+def moved(case_id: str, transition: Transition) -> Callable[[object, object], bool]:
+    """A TopicWatcher predicate: this case's lifecycle event of this transition."""
+
+    def match(_: object, payload: object) -> bool:
+        return (
+            isinstance(payload, CaseLifecycleEvent)
+            and payload.case_id == case_id
+            and payload.transition is transition
+        )
+
+    return match
+
+
+def statuses(case: PlatformCase) -> list[str]:
+    return [update["status"] for update in case.updates]
+
+
+def _to_bridge(port: int) -> Callable[[str], str]:
+    """departments.yaml with the platform's department entry delivering to the bridge's port."""
+
+    def edit(text: str) -> str:
+        return re.sub(r"http://127\.0\.0\.1:8005/", f"http://127.0.0.1:{port}/", text)
+
+    return edit
+
+
+@asynccontextmanager
+async def citycare_stack_with(
+    isolation: Isolation, tmp_path: Path, **settings: Any
+) -> AsyncIterator[CitycareStack]:
+    simulator = CitycareSimulator(push_secret=PUSH_SECRET, call_secrets=[CALL_SECRET])
+    port = free_port()
+    async with (
+        dispatch_stack_with(isolation, tmp_path, departments=_to_bridge(port)) as dispatch,
+        http_server(dispatch.app, lifespan="off") as dispatch_url,
+        http_server(simulator.app()) as simulator_url,
+    ):
+        values = {
+            "partner_url": simulator_url,
+            "dispatch_url": dispatch_url,
+            "config_dir": tmp_path / "config",
+            **settings,
+        }
+        yield CitycareStack(dispatch, simulator, make_citycare_settings(isolation, **values), port)
+
+
+@pytest.fixture
+async def citycare_stack(
+    isolation: Isolation, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[CitycareStack]:
+    async with citycare_stack_with(isolation, tmp_path, **getattr(request, "param", {})) as stack:
+        yield stack
+
+
+async def signed_post(
+    client: httpx.AsyncClient, url: str, body: bytes, secret: str, msg_id: str = "push-1"
+) -> httpx.Response:
+    headers = signed_headers(secret=secret, msg_id=msg_id, now=datetime.now(UTC), body=body)
+    return await client.post(
+        url, content=body, headers={**headers, "content-type": "application/json"}
+    )
