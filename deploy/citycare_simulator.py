@@ -17,33 +17,28 @@ cases, fail verifications and switch an outage on and off.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import itertools
 import json
 import logging
-import os
-import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
-import httpx
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from libs.common.signing import SignatureError, signed_headers, verify
+from deploy.partner_simulator import (
+    PartnerSimulator,
+    arguments,
+    cst,
+    secrets_from_environment,
+    serve,
+)
 
 log = logging.getLogger("citycare_simulator")
-CST = timezone(timedelta(hours=8))  # the platform speaks Beijing time
 STD_2013, STD_2026 = "GB/T 30428.2-2013", "GB/T 47678.5-2026"
 COUNTY = "430281"
-PUSH_ATTEMPTS_FOR_UNKNOWN = 20  # a 404 (the bridge has not linked the case yet) is pushed again
 
 # gridflow's status update → the filed case's state on the platform
 STATES = {
@@ -117,10 +112,6 @@ SAMPLES = [
 UNITS = ["市容环卫处", "城管执法大队", "市政设施维护中心"]
 
 
-def cst(moment: datetime) -> datetime:
-    return moment.astimezone(CST)
-
-
 @dataclass
 class PlatformCase:
     record: dict[str, Any]
@@ -130,24 +121,21 @@ class PlatformCase:
 
 
 @dataclass
-class CitycareSimulator:
-    push_secret: str  # the platform signs its pushes with it
-    call_secrets: list[str]  # the bridge's calls are signed with one of these
-    bridge_url: str | None = None  # push mode when set, else the feed serves the events
-    delay_seconds: float = 0.0
-    error_rate: float = 0.0
+class CitycareSimulator(PartnerSimulator):
     auto_verify: bool = True  # verify a filed case on site once gridflow reports feedback
     auto_handle: bool = True  # run a task through 派遣 → 处置 → 反馈 → 核查 at once
-    down: bool = False
     fail_next_verification: set[str] = field(default_factory=set)  # case ids (or gridflow's)
     cases: dict[str, PlatformCase] = field(default_factory=dict)
     tasks: dict[str, str] = field(default_factory=dict)  # gridflow case id → case id
-    events: list[dict[str, Any]] = field(default_factory=list)  # the feed, in order
-    seen: set[str] = field(default_factory=set)  # webhook-ids of calls taken
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _pushed: int = 0
-    _rng: random.Random = field(default_factory=random.Random)
+
+    event_prefix: ClassVar[str] = "SZ"
+    push_path: ClassVar[str] = "/v1/citycare/events"
+    feed_path: ClassVar[str] = "/api/v1/events"
+    pushes_for_unknown: ClassVar[int] = 20  # a task step pushed before the bridge linked it
+
+    def error(self, status: int, message: str) -> JSONResponse:
+        return JSONResponse({"code": status, "message": message}, status_code=status)
 
     # --- the platform's own acts ---------------------------------------------------------------
 
@@ -178,7 +166,7 @@ class CitycareSimulator:
             record["component_id"] = f"{COUNTY}{code}{self._rng.randrange(10**6):06d}"
         record.update(overrides)
         self.cases[record["case_id"]] = PlatformCase(record, "inspector")
-        self._emit({"type": "case.filed", "case": record})
+        self.emit({"type": "case.filed", "case": record})
         return record
 
     def verify_case(self, case_id: str, *, passed: bool, opinion: str | None = None) -> None:
@@ -188,20 +176,11 @@ class CitycareSimulator:
             "现场核查已处理完毕" if passed else "现场核查仍有问题，需返工"
         )
         self.cases[case_id].state = "核查通过" if passed else "核查未通过"
-        self._emit(body)
-
-    def _emit(self, body: dict[str, Any]) -> dict[str, Any]:
-        event = {
-            "event_id": f"SZ{len(self.events) + 1:08d}",
-            "occurred_at": cst(datetime.now(UTC)).isoformat(),
-            **body,
-        }
-        self.events.append(event)
-        return event
+        self.emit(body)
 
     def _task_step(self, case: PlatformCase, body: dict[str, Any], state: str) -> None:
         case.state = state
-        self._emit(
+        self.emit(
             {**body, "case_id": case.record["case_id"], "external_id": case.record["external_id"]}
         )
 
@@ -236,63 +215,23 @@ class CitycareSimulator:
 
     # --- HTTP ----------------------------------------------------------------------------------
 
-    def app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/api/v1/events", self._feed, methods=["GET"]),
-                Route("/api/v1/cases/{case_id}/status", self._status, methods=["POST"]),
-                Route("/api/v1/tasks", self._task, methods=["POST"]),
-                Route("/sim/cases", self._file, methods=["POST"]),
-                Route("/sim/cases/{case_id}", self._show, methods=["GET"]),
-                Route("/sim/cases/{case_id}/verification", self._verification, methods=["POST"]),
-                Route("/sim/outage", self._outage, methods=["POST"]),
-                Route("/healthz", lambda _: JSONResponse({"status": "ok"}), methods=["GET"]),
-            ],
-            lifespan=self._lifespan,
-        )
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._push_loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _refuse(self, request: Request, body: bytes) -> JSONResponse | None:
-        if self.delay_seconds:
-            await asyncio.sleep(self.delay_seconds)
-        try:
-            verify(
-                secrets=self.call_secrets, headers=request.headers, body=body, now=datetime.now(UTC)
-            )
-        except SignatureError as exc:
-            return JSONResponse({"code": 401, "message": str(exc)}, status_code=401)
-        if self.down or self._rng.random() < self.error_rate:
-            return JSONResponse({"code": 503, "message": "系统繁忙，请稍后重试"}, status_code=503)
-        return None
-
-    async def _notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
-
-    async def _feed(self, request: Request) -> JSONResponse:
-        refused = await self._refuse(request, b"")
-        if refused is not None:
-            return refused
-        after = int(request.query_params.get("after", "0"))
-        page = self.events[after : after + 100]
-        return JSONResponse({"events": page, "next_cursor": str(after + len(page))})
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/cases/{case_id}/status", self._status, methods=["POST"]),
+            Route("/api/v1/tasks", self._task, methods=["POST"]),
+            Route("/sim/cases", self._file, methods=["POST"]),
+            Route("/sim/cases/{case_id}", self._show, methods=["GET"]),
+            Route("/sim/cases/{case_id}/verification", self._verification, methods=["POST"]),
+        ]
 
     async def _status(self, request: Request) -> JSONResponse:
         body = await request.body()
-        refused = await self._refuse(request, body)
+        refused = await self.refuse(request, body)
         if refused is not None:
             return refused
         case = self.cases.get(request.path_params["case_id"])
         if case is None or case.origin != "inspector":
-            return JSONResponse({"code": 404, "message": "案卷不存在"}, status_code=404)
+            return self.error(404, "案卷不存在")
         webhook_id = request.headers["webhook-id"]
         if webhook_id not in self.seen:
             self.seen.add(webhook_id)
@@ -305,13 +244,13 @@ class CitycareSimulator:
                 failing = case_id in self.fail_next_verification
                 self.fail_next_verification.discard(case_id)
                 self.verify_case(case_id, passed=not failing)
-            await self._notify()
+            await self.notify()
         return JSONResponse({"code": 0, "message": "成功"})
 
     async def _task(self, request: Request) -> JSONResponse:
         """立案 of a case gridflow hands over; one case per external id."""
         body = await request.body()
-        refused = await self._refuse(request, body)
+        refused = await self.refuse(request, body)
         if refused is not None:
             return refused
         task = json.loads(body)
@@ -325,7 +264,7 @@ class CitycareSimulator:
             log.info("task %s filed for gridflow case %s", case_id, external_id)
             if self.auto_handle:
                 self.handle_task(case_id)
-            await self._notify()
+            await self.notify()
         return JSONResponse({"code": 0, "case_id": case_id}, status_code=201)
 
     async def _file(self, request: Request) -> JSONResponse:
@@ -335,109 +274,36 @@ class CitycareSimulator:
     async def _show(self, request: Request) -> JSONResponse:
         case = self.cases.get(request.path_params["case_id"])
         if case is None:
-            return JSONResponse({"code": 404, "message": "案卷不存在"}, status_code=404)
+            return self.error(404, "案卷不存在")
         return JSONResponse({"state": case.state, "updates": case.updates, "case": case.record})
 
     async def _verification(self, request: Request) -> JSONResponse:
         case_id = request.path_params["case_id"]
         if case_id not in self.cases:
-            return JSONResponse({"code": 404, "message": "案卷不存在"}, status_code=404)
+            return self.error(404, "案卷不存在")
         body = await request.json()
         self.verify_case(case_id, passed=bool(body["passed"]), opinion=body.get("opinion"))
         return JSONResponse({"state": self.cases[case_id].state}, status_code=201)
-
-    async def _outage(self, request: Request) -> JSONResponse:
-        self.down = bool((await request.json())["down"])
-        return JSONResponse({"down": self.down})
-
-    # --- push mode -----------------------------------------------------------------------------
-
-    async def _push_loop(self) -> None:
-        """Push every event in order; one that fails is pushed again (the platform's retry)."""
-        unknown = 0
-        async with httpx.AsyncClient() as client:
-            while True:
-                if self.bridge_url is None or self._pushed >= len(self.events):
-                    await asyncio.sleep(0.05)
-                    continue
-                event = self.events[self._pushed]
-                body = json.dumps(event, ensure_ascii=False).encode()
-                headers = signed_headers(
-                    secret=self.push_secret,
-                    msg_id=event["event_id"],
-                    now=datetime.now(UTC),
-                    body=body,
-                )
-                headers["content-type"] = "application/json"
-                try:
-                    response = await client.post(
-                        f"{self.bridge_url}/v1/citycare/events",
-                        content=body,
-                        headers=headers,
-                        timeout=10,
-                    )
-                except httpx.HTTPError as exc:
-                    log.warning("push of %s failed: %s", event["event_id"], type(exc).__name__)
-                    await asyncio.sleep(0.5)
-                    continue
-                if response.status_code >= 500 or (
-                    response.status_code == 404 and unknown < PUSH_ATTEMPTS_FOR_UNKNOWN
-                ):
-                    unknown += response.status_code == 404
-                    await asyncio.sleep(0.2)
-                    continue
-                if response.status_code >= 400:
-                    log.error("bridge refused %s: %s", event["event_id"], response.text[:200])
-                unknown = 0
-                self._pushed += 1
 
 
 def main(argv: list[str] | None = None) -> None:
     from libs.common.logs import configure_logging  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(prog="python -m deploy.citycare_simulator")
-    parser.add_argument("--port", type=int, default=8092)
-    parser.add_argument("--bridge", default=None, help="the bridge's base URL: push mode")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
-    parser.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 503")
-    parser.add_argument("--demo", type=float, default=0.0, help="a new filed case every N seconds")
-    args = parser.parse_args(argv)
+    args = arguments("python -m deploy.citycare_simulator", argv, port=8092, demo="a filed case")
     configure_logging(service="citycare-simulator", level="INFO")
     simulator = CitycareSimulator(
-        push_secret=os.environ["GRIDFLOW_PARTNER_INBOUND_SECRET"],
-        call_secrets=[os.environ["GRIDFLOW_PARTNER_OUTBOUND_SECRET"]],
+        **secrets_from_environment(),
         bridge_url=args.bridge,
         delay_seconds=args.delay,
         error_rate=args.error_rate,
     )
 
-    async def serve() -> None:
-        server = uvicorn.Server(
-            uvicorn.Config(
-                simulator.app(), host="127.0.0.1", port=args.port, log_config=None, access_log=False
-            )
-        )
+    def demo() -> str:
+        case = simulator.file_case()
+        code = case["classification"]
+        return f"case {case['case_id']} ({code['standard']} {code['code']} {code['name']})"
 
-        async def demo() -> None:
-            while args.demo > 0:
-                case = simulator.file_case()
-                classification = case["classification"]
-                log.info(
-                    "demo case %s (%s %s %s)",
-                    case["case_id"],
-                    classification["standard"],
-                    classification["code"],
-                    classification["name"],
-                )
-                await asyncio.sleep(args.demo)
-
-        demo_task = asyncio.create_task(demo())
-        try:
-            await server.serve()
-        finally:
-            demo_task.cancel()
-
-    asyncio.run(serve())
+    serve(simulator, port=args.port, demo_every=args.demo, demo=demo)
 
 
 if __name__ == "__main__":

@@ -8,23 +8,19 @@ dispatch's department API. docs/bridges.md."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.bridge.lifecycle import LifecycleUpdates
 from libs.common.bridge.metrics import BridgeMetrics
-from libs.common.bridge.service import start_poller, start_queues
+from libs.common.bridge.service import follow_lifecycle, start_poller, start_queues
 from libs.common.clock import Clock, SystemClock
-from libs.common.events import CaseLifecycleEvent
 from libs.common.refdata import ConfigError
 from libs.common.runtime import Runtime
-from libs.common.topics import CASES_LIFECYCLE
 from libs.common.web import service_app
 from libs.common.worktime import CalendarConfigError, load_calendar
 from services.citycare_bridge import inbound
@@ -36,7 +32,6 @@ from services.citycare_bridge.inbound import (
 )
 from services.citycare_bridge.mapping import load_mapping, status_update
 from services.citycare_bridge.outbound import Outbound
-from services.citycare_bridge.partner import CitycareEvent
 from services.citycare_bridge.settings import CitycareSettings
 
 VERSIONS = Path(__file__).parent / "migrations"
@@ -76,42 +71,25 @@ def create_app(settings: CitycareSettings, *, clock: Clock | None = None) -> Fas
             app.state.queues = queues
             outbound.on_task_filed = queues[DEPARTMENT_CHANNEL].wake
 
-            def update_of(
-                event: CaseLifecycleEvent, case_number: str, names: Mapping[str, str]
-            ) -> tuple[str, dict[str, Any]] | None:
-                update = status_update(
+            follow_lifecycle(
+                runtime,
+                settings=settings,
+                partner=context.system,
+                channel=PARTNER_CHANNEL,
+                update_of=lambda event, case_number, names: status_update(
                     event, mapping=mapping, case_number=case_number, department_names=names
-                )
-                if update is None:
-                    return None
-                return update.status, update.model_dump(mode="json", exclude_none=True)
-
-            runtime.consume(
-                CASES_LIFECYCLE,
-                group_id=settings.consumer_group,
-                handler=LifecycleUpdates(
-                    runtime=runtime,
-                    partner=context.system,
-                    channel=PARTNER_CHANNEL,
-                    update_of=update_of,
-                    on_commit=queues[PARTNER_CHANNEL].wake,
                 ),
-                check="lifecycle_consumer",
+                on_commit=queues[PARTNER_CHANNEL].wake,
             )
             if settings.partner_mode == "poll":
-
-                async def handle(
-                    session: AsyncSession, events: Sequence[CitycareEvent], cursor: str
-                ) -> None:
-                    await inbound.take_page(session, events, cursor, context=context)
-
                 app.state.poller = start_poller(
                     runtime,
                     settings=settings,
                     metrics=metrics,
                     partner=context.system,
                     fetch=outbound.feed,
-                    handle=handle,
+                    take=partial(inbound.take, context=context),
+                    unknown=inbound.UnknownCaseError,
                     wake=[queues[DISPATCH_CHANNEL], queues[DEPARTMENT_CHANNEL]],
                 )
             yield

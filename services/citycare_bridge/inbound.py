@@ -25,11 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.common.bridge.inbound import (
     accept_cases,
     cases_of,
-    claim_partner_event,
     link_case,
-    parse_partner,
-    verify_push,
-    write_cursor,
+    queue_partner_event,
+    read_push,
 )
 from libs.common.bridge.metrics import BridgeMetrics
 from libs.common.bridge.queue import enqueue
@@ -121,42 +119,21 @@ async def take(
         if case_id is None:
             metrics.inbound.labels(system, event.type, "refused").inc()
             raise UnknownCaseError(key)
-        fresh = await claim_partner_event(session, partner=system, event_id=event.event_id, now=now)
-        if fresh:
-            await enqueue(
-                session,
-                channel=channel,
-                case_id=case_id,
-                message_id=f"{system}:{event.event_id}",
-                kind=event.type,
-                body=event.model_dump(mode="json"),
-                now=now,
-            )
+        fresh = await queue_partner_event(
+            session,
+            partner=system,
+            channel=channel,
+            case_id=case_id,
+            event_id=event.event_id,
+            kind=event.type,
+            body=event.model_dump(mode="json"),
+            now=now,
+        )
         outcome = "accepted" if fresh else "duplicate"
         metrics.inbound.labels(system, event.type, outcome).inc()
         log.info("%s on %s (case %s): %s", event.type, event.case_id, case_id, outcome)
         answers.append({"event_id": event.event_id, "gridflow_case_id": case_id, "status": outcome})
     return answers
-
-
-async def take_page(
-    session: AsyncSession,
-    events: Sequence[CitycareEvent],
-    next_cursor: str,
-    *,
-    context: CitycareContext,
-) -> None:
-    """Pull mode: a page and its cursor in one transaction; an event about a case the bridge
-    does not know (from before the bridge was connected) is skipped, with a log line."""
-    for event in events:
-        try:
-            async with session.begin_nested():
-                await take(session, [event], context=context)
-        except UnknownCaseError:
-            log.warning("skipped %s %s for an unknown case", event.type, event.event_id)
-    await write_cursor(
-        session, partner=context.system, cursor=next_cursor, now=context.runtime.clock.now()
-    )
 
 
 def _wake(request: Request) -> None:
@@ -173,17 +150,15 @@ def _wake(request: Request) -> None:
 async def pushed(request: Request) -> JSONResponse:
     context: CitycareContext = request.app.state.citycare
     body = await request.body()
-    try:
-        verify_push(
-            secrets=context.settings.inbound_secrets,
-            headers=request.headers,
-            body=body,
-            now=context.runtime.clock.now(),
-        )
-        event = parse_partner(PushedEvent, body).root
-    except ApiError:
-        context.metrics.inbound.labels(context.system, "push", "refused").inc()
-        raise
+    event = read_push(
+        PushedEvent,
+        body=body,
+        headers=request.headers,
+        secrets=context.settings.inbound_secrets,
+        now=context.runtime.clock.now(),
+        metrics=context.metrics,
+        partner=context.system,
+    ).root
     try:
         async with context.runtime.sessions() as session, session.begin():
             answers = await take(session, [event], context=context)
@@ -212,15 +187,17 @@ class Delivery(BaseModel):
 async def delivered(request: Request) -> JSONResponse:
     context: CitycareContext = request.app.state.citycare
     system, metrics = context.system, context.metrics
-    body = await request.body()
+    delivery = read_push(
+        Delivery,
+        body=await request.body(),
+        headers=request.headers,
+        secrets=context.settings.delivery_secrets,
+        now=context.runtime.clock.now(),
+        metrics=metrics,
+        partner=system,
+        kind="delivery",
+    )
     try:
-        verify_push(
-            secrets=context.settings.delivery_secrets,
-            headers=request.headers,
-            body=body,
-            now=context.runtime.clock.now(),
-        )
-        delivery = parse_partner(Delivery, body)
         if delivery.department != context.mapping.tasks.department:
             raise ApiError(400, "malformed", "not the platform's department", "body.department")
         try:

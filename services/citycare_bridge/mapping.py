@@ -9,8 +9,6 @@ reference data (categories, departments, unit grids) and exits 1 with "file:line
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +18,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from libs.common.bridge.dispatch import Plan
-from libs.common.bridge.mapping import TimeLimit, unit_grid_of, unknown_unit_grids
+from libs.common.bridge.mapping import (
+    TimeLimit,
+    check_command,
+    grid_findings,
+    load_checked,
+    unit_grid_of,
+)
 from libs.common.events import (
     CaseLifecycleEvent,
     CaseState,
@@ -35,9 +39,9 @@ from libs.common.events import (
     Transition,
     Urgency,
 )
-from libs.common.refdata import ConfigError, ConfigIssue, ReferenceData, load_reference_data
-from libs.common.refdata.loader import Finding, read_source
-from libs.common.worktime import CalendarConfigError, ChinaCalendar, load_calendar
+from libs.common.refdata import ReferenceData
+from libs.common.refdata.loader import Finding
+from libs.common.worktime import ChinaCalendar
 from services.citycare_bridge.partner import (
     CaseVerified,
     Classification,
@@ -181,20 +185,15 @@ def _refdata_findings(mapping: CitycareMapping, refdata: ReferenceData) -> list[
             findings.append(Finding(("tasks", "codes", category), f"unknown category {category}"))
     if tasks.department not in refdata.departments:
         findings.append(Finding(("tasks", "department"), f"unknown department {tasks.department}"))
-    for partner_grid in unknown_unit_grids(mapping.grids, refdata):
-        unit_grid = mapping.grids[partner_grid]
-        findings.append(Finding(("grids", partner_grid), f"unknown unit grid {unit_grid}"))
+    findings += grid_findings(mapping.grids, refdata)
     return findings
 
 
 def load_mapping(config_dir: Path, *, refdata: ReferenceData | None) -> CitycareMapping:
     """Read and validate the mapping; ConfigError lists every issue (file:line: reason)."""
-    source, issues = read_source(config_dir / MAPPING_FILE, CitycareMapping)
-    if source is not None:
-        issues += source.issues(_findings(source.model, refdata))
-    if issues or source is None:
-        raise ConfigError(issues)
-    return source.model
+    return load_checked(
+        config_dir / MAPPING_FILE, CitycareMapping, lambda mapping: _findings(mapping, refdata)
+    )
 
 
 # --- a filed case → a gridflow case ------------------------------------------------------------
@@ -421,32 +420,22 @@ def plan_task(  # noqa: PLR0911  # one branch per step and state reads best as o
 # --- the check command --------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.citycare_bridge.mapping")
-    parser.add_argument("--config", type=Path, default=Path("config"))
-    args = parser.parse_args(argv)
-    issues: list[ConfigIssue] = []
-    refdata = None
-    try:
-        refdata = load_reference_data(args.config)
-    except ConfigError as error:
-        issues += error.issues
-    try:
-        mapping = load_mapping(args.config, refdata=refdata)
-        load_calendar(args.config / "calendar.yaml")
-    except (ConfigError, CalendarConfigError) as error:
-        issues += error.issues
-    if issues:
-        for issue in issues:
-            print(issue, file=sys.stderr)  # noqa: T201
-        return 1
+def _summary(mapping: CitycareMapping) -> str:
     codes = sum(len(t.codes) for t in mapping.standards)
-    print(  # noqa: T201
-        f"OK: {MAPPING_FILE}: {codes} codes of {len(mapping.standards)} standards "
+    return (
+        f"{MAPPING_FILE}: {codes} codes of {len(mapping.standards)} standards "
         f"({', '.join(t.standard for t in mapping.standards)}), {len(mapping.grids)} grids, "
         f"{len(mapping.status_updates)} status updates, {len(mapping.tasks.codes)} task codes"
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return check_command(
+        "python -m services.citycare_bridge.mapping",
+        argv,
+        load=lambda config, refdata: load_mapping(config, refdata=refdata),
+        summary=_summary,
+    )
 
 
 if __name__ == "__main__":

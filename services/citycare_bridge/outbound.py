@@ -13,12 +13,10 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter
 
-from libs.common.bridge.client import result_of, signed_request
+from libs.common.bridge.client import read_feed, result_of, signed_request
 from libs.common.bridge.dispatch import Plan, carry_out
-from libs.common.bridge.inbound import parse_partner
 from libs.common.bridge.queue import Message, Outcome, Result, enqueue
 from libs.common.events import CaseState
-from libs.common.web import ApiError
 from services.citycare_bridge.inbound import DEPARTMENT_CHANNEL, CitycareContext
 from services.citycare_bridge.mapping import TASK_FILED, plan_task, plan_verification
 from services.citycare_bridge.partner import (
@@ -30,10 +28,6 @@ from services.citycare_bridge.partner import (
 )
 
 _TASK_STEP: TypeAdapter[TaskProgressed | TaskVerified] = TypeAdapter(TaskProgressed | TaskVerified)
-
-
-class PartnerError(RuntimeError):
-    """The platform answered something the bridge cannot use."""
 
 
 class Outbound:
@@ -133,25 +127,15 @@ class Outbound:
 
     async def feed(self, cursor: str | None) -> tuple[Sequence[CitycareEvent], str]:
         """Pull mode: GET /api/v1/events?after=<cursor>, signed; the page and its next cursor."""
-        url = f"{self._partner}/api/v1/events"
-        if cursor is not None:
-            url += f"?after={quote(cursor, safe='')}"
-        now = self._context.runtime.clock.now()
-        response = await signed_request(
+        context = self._context
+        page = await read_feed(
             self._client,
-            "GET",
-            url,
+            f"{self._partner}/api/v1/events",
+            cursor,
+            model=FeedPage,
             secret=self._secret,
-            msg_id=f"poll-{int(now.timestamp() * 1000)}",
-            body=b"",
-            now=now,
+            now=context.runtime.clock.now(),
             timeout=self._timeout,
+            on_refused=context.metrics.mapping_failures.labels(context.system, "feed").inc,
         )
-        if response.status_code != 200:
-            raise PartnerError(f"feed answered {response.status_code}")
-        try:
-            page = parse_partner(FeedPage, response.content)
-        except ApiError as exc:
-            self._context.metrics.mapping_failures.labels(self._context.system, "feed").inc()
-            raise PartnerError(f"feed page refused: {exc.path}: {exc.reason}") from exc
         return page.events, page.next_cursor

@@ -5,30 +5,25 @@ through dispatch's partner API. docs/bridges.md."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.bridge.lifecycle import LifecycleUpdates
 from libs.common.bridge.metrics import BridgeMetrics
-from libs.common.bridge.service import start_poller, start_queues
+from libs.common.bridge.service import follow_lifecycle, start_poller, start_queues
 from libs.common.clock import Clock, SystemClock
-from libs.common.events import CaseLifecycleEvent
 from libs.common.refdata import ConfigError
 from libs.common.runtime import Runtime
-from libs.common.topics import CASES_LIFECYCLE
 from libs.common.web import service_app
 from libs.common.worktime import CalendarConfigError, load_calendar
 from services.hotline_bridge import inbound
 from services.hotline_bridge.inbound import DISPATCH_CHANNEL, PARTNER_CHANNEL, HotlineContext
 from services.hotline_bridge.mapping import load_mapping, status_update
 from services.hotline_bridge.outbound import Outbound
-from services.hotline_bridge.partner import HotlineEvent
 from services.hotline_bridge.settings import HotlineSettings
 
 VERSIONS = Path(__file__).parent / "migrations"
@@ -66,42 +61,25 @@ def create_app(settings: HotlineSettings, *, clock: Clock | None = None) -> Fast
             app.state.wake_dispatch = queues[DISPATCH_CHANNEL].wake
             app.state.queues = queues
 
-            def update_of(
-                event: CaseLifecycleEvent, order_id: str, names: Mapping[str, str]
-            ) -> tuple[str, dict[str, Any]] | None:
-                update = status_update(
+            follow_lifecycle(
+                runtime,
+                settings=settings,
+                partner=context.system,
+                channel=PARTNER_CHANNEL,
+                update_of=lambda event, order_id, names: status_update(
                     event, mapping=mapping, order_id=order_id, department_names=names
-                )
-                if update is None:
-                    return None
-                return update.status, update.model_dump(mode="json", exclude_none=True)
-
-            runtime.consume(
-                CASES_LIFECYCLE,
-                group_id=settings.consumer_group,
-                handler=LifecycleUpdates(
-                    runtime=runtime,
-                    partner=context.system,
-                    channel=PARTNER_CHANNEL,
-                    update_of=update_of,
-                    on_commit=queues[PARTNER_CHANNEL].wake,
                 ),
-                check="lifecycle_consumer",
+                on_commit=queues[PARTNER_CHANNEL].wake,
             )
             if settings.partner_mode == "poll":
-
-                async def handle(
-                    session: AsyncSession, events: Sequence[HotlineEvent], cursor: str
-                ) -> None:
-                    await inbound.take_page(session, events, cursor, context=context)
-
                 app.state.poller = start_poller(
                     runtime,
                     settings=settings,
                     metrics=metrics,
                     partner=context.system,
                     fetch=outbound.feed,
-                    handle=handle,
+                    take=partial(inbound.take, context=context),
+                    unknown=inbound.UnknownOrderError,
                     wake=[queues[DISPATCH_CHANNEL]],
                 )
             yield

@@ -8,8 +8,6 @@ reference data (categories, unit grids, transitions) and exits 1 with "file:line
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +17,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from libs.common.bridge.dispatch import Call, Plan
-from libs.common.bridge.mapping import TimeLimit, unit_grid_of, unknown_unit_grids
+from libs.common.bridge.mapping import (
+    TimeLimit,
+    check_command,
+    grid_findings,
+    load_checked,
+    unit_grid_of,
+)
 from libs.common.events import (
     CaseLifecycleEvent,
     CaseState,
@@ -34,9 +38,9 @@ from libs.common.events import (
     Transition,
     Urgency,
 )
-from libs.common.refdata import ConfigError, ConfigIssue, ReferenceData, load_reference_data
-from libs.common.refdata.loader import Finding, read_source
-from libs.common.worktime import CalendarConfigError, ChinaCalendar, load_calendar
+from libs.common.refdata import ReferenceData
+from libs.common.refdata.loader import Finding
+from libs.common.worktime import ChinaCalendar
 from services.hotline_bridge.partner import (
     Cancelled,
     Decision,
@@ -98,20 +102,15 @@ def _findings(mapping: HotlineMapping, refdata: ReferenceData | None) -> list[Fi
         findings.append(
             Finding(("unknown_category",), f"unknown category {mapping.unknown_category}")
         )
-    for partner_grid in unknown_unit_grids(mapping.grids, refdata):
-        unit_grid = mapping.grids[partner_grid]
-        findings.append(Finding(("grids", partner_grid), f"unknown unit grid {unit_grid}"))
+    findings += grid_findings(mapping.grids, refdata)
     return findings
 
 
 def load_mapping(config_dir: Path, *, refdata: ReferenceData | None) -> HotlineMapping:
     """Read and validate the mapping; ConfigError lists every issue (file:line: reason)."""
-    source, issues = read_source(config_dir / MAPPING_FILE, HotlineMapping)
-    if source is not None:
-        issues += source.issues(_findings(source.model, refdata))
-    if issues or source is None:
-        raise ConfigError(issues)
-    return source.model
+    return load_checked(
+        config_dir / MAPPING_FILE, HotlineMapping, lambda mapping: _findings(mapping, refdata)
+    )
 
 
 # --- an order → a case --------------------------------------------------------------------------
@@ -291,30 +290,20 @@ def plan(  # noqa: PLR0911, PLR0912  # one branch per decision and state reads b
 # --- the check command --------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.hotline_bridge.mapping")
-    parser.add_argument("--config", type=Path, default=Path("config"))
-    args = parser.parse_args(argv)
-    issues: list[ConfigIssue] = []
-    refdata = None
-    try:
-        refdata = load_reference_data(args.config)
-    except ConfigError as error:
-        issues += error.issues
-    try:
-        mapping = load_mapping(args.config, refdata=refdata)
-        load_calendar(args.config / "calendar.yaml")
-    except (ConfigError, CalendarConfigError) as error:
-        issues += error.issues
-    if issues:
-        for issue in issues:
-            print(issue, file=sys.stderr)  # noqa: T201
-        return 1
-    print(  # noqa: T201
-        f"OK: {MAPPING_FILE}: {len(mapping.categories)} classifications of {mapping.system}, "
+def _summary(mapping: HotlineMapping) -> str:
+    return (
+        f"{MAPPING_FILE}: {len(mapping.categories)} classifications of {mapping.system}, "
         f"{len(mapping.grids)} grids, {len(mapping.status_updates)} status updates"
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return check_command(
+        "python -m services.hotline_bridge.mapping",
+        argv,
+        load=lambda config, refdata: load_mapping(config, refdata=refdata),
+        summary=_summary,
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ the bridge's database, so a redelivered record queues nothing twice; the queue s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from libs.common.bridge.inbound import external_id_of
 from libs.common.bridge.queue import enqueue
@@ -15,8 +15,18 @@ from libs.common.events import CaseLifecycleEvent
 from libs.common.kafka import Delivery
 from libs.common.runtime import Runtime
 
-# (the event, the partner's id of its case, department names by code) → (kind, body) or None
-UpdateOf = Callable[[CaseLifecycleEvent, str, Mapping[str, str]], tuple[str, dict[str, Any]] | None]
+
+class StatusUpdate(Protocol):
+    """A partner's status update model: its `status` is the queued message's kind."""
+
+    @property
+    def status(self) -> str: ...
+
+    def model_dump(self, *, mode: str, exclude_none: bool) -> dict[str, Any]: ...
+
+
+# (the event, the partner's id of its case, department names by code) → the update, or None
+UpdateOf = Callable[[CaseLifecycleEvent, str, Mapping[str, str]], StatusUpdate | None]
 
 
 class LifecycleUpdates:
@@ -52,14 +62,13 @@ class LifecycleUpdates:
             update = self._update_of(event, external_id, self._names)
             if update is None:
                 return
-            kind, body = update
             queued = await enqueue(
                 session,
                 channel=self._channel,
                 case_id=event.case_id,
                 message_id=delivery.envelope.id,
-                kind=kind,
-                body=body,
+                kind=update.status,
+                body=update.model_dump(mode="json", exclude_none=True),
                 now=runtime.clock.now(),
             )
         if queued:

@@ -3,16 +3,27 @@ where a partner's case lies in the grid. Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+import sys
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from libs.common.refdata import ReferenceData
-from libs.common.worktime import ChinaCalendar, add_wall_clock, add_working_days
+from libs.common.refdata import ConfigError, ConfigIssue, ReferenceData, load_reference_data
+from libs.common.refdata.loader import Finding, read_source
+from libs.common.worktime import (
+    CalendarConfigError,
+    ChinaCalendar,
+    add_wall_clock,
+    add_working_days,
+    load_calendar,
+)
 
 UNIT_GRID_DIGITS = 15
+T = TypeVar("T", bound=BaseModel)
 
 
 class TimeLimit(BaseModel):
@@ -58,10 +69,53 @@ def unit_grid_of(
     return None
 
 
-def unknown_unit_grids(grids: Mapping[str, str], refdata: ReferenceData) -> list[str]:
-    """The partner grid ids of `grids` whose unit grid gridflow does not know."""
+def grid_findings(grids: Mapping[str, str], refdata: ReferenceData) -> list[Finding]:
+    """A finding for each partner grid id of `grids` whose unit grid gridflow does not know."""
     return [
-        partner_grid
+        Finding(("grids", partner_grid), f"unknown unit grid {unit_grid}")
         for partner_grid, unit_grid in grids.items()
         if unit_grid not in refdata.grid or len(unit_grid) != UNIT_GRID_DIGITS
     ]
+
+
+def load_checked(path: Path, model: type[T], findings: Callable[[T], list[Finding]]) -> T:
+    """Read and validate a mapping file as `model`, then its `findings` (cross-checks with the
+    reference data); ConfigError lists every issue (file:line: reason)."""
+    source, issues = read_source(path, model)
+    if source is not None:
+        issues += source.issues(findings(source.model))
+    if issues or source is None:
+        raise ConfigError(issues)
+    return source.model
+
+
+def check_command(
+    prog: str,
+    argv: list[str] | None,
+    *,
+    load: Callable[[Path, ReferenceData | None], Any],
+    summary: Callable[[Any], str],
+) -> int:
+    """A bridge's `check` command: the reference data, the mapping (`load(config, refdata)`)
+    and the calendar validated; every issue printed as "file:line: reason" (exit 1), else
+    "OK: `summary(mapping)`"."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--config", type=Path, default=Path("config"))
+    args = parser.parse_args(argv)
+    issues: list[ConfigIssue] = []
+    refdata = None
+    try:
+        refdata = load_reference_data(args.config)
+    except ConfigError as error:
+        issues += error.issues
+    try:
+        mapping = load(args.config, refdata)
+        load_calendar(args.config / "calendar.yaml")
+    except (ConfigError, CalendarConfigError) as error:
+        issues += error.issues
+    if issues:
+        for issue in issues:
+            print(issue, file=sys.stderr)  # noqa: T201
+        return 1
+    print(f"OK: {summary(mapping)}")  # noqa: T201
+    return 0

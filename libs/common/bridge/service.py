@@ -8,11 +8,14 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.bridge.inbound import take_page
+from libs.common.bridge.lifecycle import LifecycleUpdates, UpdateOf
 from libs.common.bridge.metrics import BridgeMetrics
 from libs.common.bridge.poll import PollLoop
 from libs.common.bridge.queue import QueueWorker, Send
 from libs.common.bridge.settings import BridgeSettings
 from libs.common.runtime import Runtime
+from libs.common.topics import CASES_LIFECYCLE
 
 Item = TypeVar("Item")
 
@@ -52,10 +55,20 @@ def start_poller(
     metrics: BridgeMetrics,
     partner: str,
     fetch: Callable[[str | None], Awaitable[tuple[Sequence[Item], str]]],
-    handle: Callable[[AsyncSession, Sequence[Item], str], Awaitable[None]],
+    take: Callable[[AsyncSession, Sequence[Item]], Awaitable[object]],
+    unknown: type[Exception],
     wake: Sequence[QueueWorker],
 ) -> PollLoop[Item]:
-    """The running poll loop; after each page the outbox relay and the `wake` queues go on."""
+    """The running poll loop: each page taken event by event (`take`; an event it raises
+    `unknown` for is skipped) with its cursor in one transaction; after each page the outbox
+    relay and the `wake` queues go on."""
+
+    async def handle(session: AsyncSession, items: Sequence[Item], cursor: str) -> None:
+        async def one(inner: AsyncSession, item: Item) -> object:
+            return await take(inner, [item])
+
+        now = runtime.clock.now()
+        await take_page(session, items, cursor, partner=partner, now=now, take=one, unknown=unknown)
 
     def after_page() -> None:
         runtime.relay.wake()
@@ -73,3 +86,27 @@ def start_poller(
     )
     runtime.spawn(poller.run(), stop=poller.stop, name="poll")
     return poller
+
+
+def follow_lifecycle(
+    runtime: Runtime,
+    *,
+    settings: BridgeSettings,
+    partner: str,
+    channel: str,
+    update_of: UpdateOf,
+    on_commit: Callable[[], None],
+) -> None:
+    """Consume `cases.lifecycle` in the bridge's group: the partner's cases' updates queued."""
+    runtime.consume(
+        CASES_LIFECYCLE,
+        group_id=settings.consumer_group,
+        handler=LifecycleUpdates(
+            runtime=runtime,
+            partner=partner,
+            channel=channel,
+            update_of=update_of,
+            on_commit=on_commit,
+        ),
+        check="lifecycle_consumer",
+    )

@@ -4,13 +4,12 @@ department entry at the bridge's port, chosen before either starts."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,12 @@ from fastapi import FastAPI
 
 from deploy.citycare_simulator import CitycareSimulator, PlatformCase
 from deploy.embedded import free_port
-from libs.common.auth import mint_token
-from libs.common.bridge.tables import links, queue
-from libs.common.db import outbox, processed_events
 from libs.common.events import CaseLifecycleEvent, Transition
 from libs.common.signing import signed_headers
 from services.citycare_bridge.app import create_app
 from services.citycare_bridge.settings import CitycareSettings
-from tests.factories import DISPATCH_SECRET, Isolation, department_secret, make_department_token
+from tests.bridges import bridge_counts, bridge_rows, bridge_values, wait_partner
+from tests.factories import Isolation, department_secret, make_department_token
 from tests.harness import WAIT_SECONDS, http_server
 from tests.services.dispatch.conftest import DispatchStack, dispatch_stack_with
 
@@ -38,34 +35,13 @@ SYSTEM = "citycare"
 PLATFORM_DEPARTMENT = "shuzichengguan"
 
 
-def partner_token(scopes: tuple[str, ...] = ("cases:read", "cases:decide")) -> str:
-    return mint_token(
-        secret=DISPATCH_SECRET,
-        subject=SYSTEM,
-        role="partner",
-        scopes=list(scopes),
-        grids=[],
-        now=datetime.now(UTC),
-        ttl=timedelta(hours=2),
-    )
-
-
 def make_citycare_settings(iso: Isolation, **overrides: Any) -> CitycareSettings:
     values = {
-        **iso.common("citycare_bridge"),
-        "partner_url": "http://127.0.0.1:9",
-        "partner_inbound_secret": PUSH_SECRET,
-        "partner_outbound_secret": CALL_SECRET,
-        "partner_poll_seconds": 0.05,
-        "partner_timeout_seconds": 5,
-        "dispatch_url": "http://127.0.0.1:9",
-        "dispatch_token": partner_token(),
+        **bridge_values(
+            iso, "citycare_bridge", system=SYSTEM, push_secret=PUSH_SECRET, call_secret=CALL_SECRET
+        ),
         "department_webhook_secret": department_secret(PLATFORM_DEPARTMENT),
         "department_token": make_department_token(PLATFORM_DEPARTMENT),
-        "outbound_base_delay_seconds": 0.05,
-        "outbound_max_delay_seconds": 0.3,
-        "outbound_poll_seconds": 0.05,
-        "lifecycle_consumer_group": f"{iso.token}-citycare",
         **overrides,
     }
     return CitycareSettings.model_validate(values)
@@ -94,12 +70,10 @@ class CitycareStack:
                 self.simulator.bridge_url = None
 
     async def rows(self, table: sa.Table) -> list[sa.Row[Any]]:
-        assert self.bridge is not None
-        async with self.bridge.state.runtime.sessions() as session:
-            return list((await session.execute(sa.select(table))).all())
+        return await bridge_rows(self.bridge, table)
 
     async def counts(self) -> dict[str, int]:
-        return {t.name: len(await self.rows(t)) for t in (links, outbox, processed_events, queue)}
+        return await bridge_counts(self.bridge)
 
 
 async def wait_case(
@@ -110,12 +84,9 @@ async def wait_case(
     within: float = WAIT_SECONDS,
 ) -> PlatformCase:
     """Wait until the simulator's case passes `check` (woken by each call it takes)."""
-    async with asyncio.timeout(within), simulator.changed:
-        while True:
-            case = simulator.cases.get(case_id)
-            if case is not None and check(case):
-                return case
-            await simulator.changed.wait()
+    return await wait_partner(
+        simulator.changed, lambda: simulator.cases.get(case_id), check, within=within
+    )
 
 
 def moved(case_id: str, transition: Transition) -> Callable[[object, object], bool]:
