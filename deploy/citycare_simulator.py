@@ -7,9 +7,10 @@ inspectors find are filed and handed to gridflow (event `case.filed`, codes of G
 or GB/T 47678.5-2026 with their names); it follows gridflow's status updates and, once gridflow
 reports feedback (反馈), verifies on site (核查: passes, unless told to fail the next one). Cases
 gridflow files on it (tasks, `POST /api/v1/tasks`) it runs through its own loop and reports each
-step. Events are pushed to the bridge (signed, in order, retried until taken) or served as a feed
-(pull mode). Slowness and an error rate are configurable; `/sim/…` lets a test or a person file
-cases, fail verifications and switch an outage on and off.
+step; when gridflow takes a task back (its verification failed, or it reopened the case) the
+platform handles it again. Events are pushed to the bridge (signed, in order, retried until
+taken) or served as a feed (pull mode). Slowness and an error rate are configurable; `/sim/…`
+lets a test or a person file cases, fail verifications and switch an outage on and off.
 
 `python -m deploy.citycare_simulator --port 8092 --bridge http://127.0.0.1:8005 --demo 20`
 (secrets from GRIDFLOW_PARTNER_INBOUND_SECRET / GRIDFLOW_PARTNER_OUTBOUND_SECRET).
@@ -219,6 +220,7 @@ class CitycareSimulator(PartnerSimulator):
         return [
             Route("/api/v1/cases/{case_id}/status", self._status, methods=["POST"]),
             Route("/api/v1/tasks", self._task, methods=["POST"]),
+            Route("/api/v1/tasks/{external_id}/return", self._returned, methods=["POST"]),
             Route("/sim/cases", self._file, methods=["POST"]),
             Route("/sim/cases/{case_id}", self._show, methods=["GET"]),
             Route("/sim/cases/{case_id}/verification", self._verification, methods=["POST"]),
@@ -266,6 +268,28 @@ class CitycareSimulator(PartnerSimulator):
                 self.handle_task(case_id)
             await self.notify()
         return JSONResponse({"code": 0, "case_id": case_id}, status_code=201)
+
+    async def _returned(self, request: Request) -> JSONResponse:
+        """gridflow takes a task back (its verification failed, or it reopened the case): the
+        platform handles it again."""
+        body = await request.body()
+        refused = await self.refuse(request, body)
+        if refused is not None:
+            return refused
+        case_id = self.tasks.get(request.path_params["external_id"])
+        if case_id is None:
+            return self.error(404, "案卷不存在")
+        webhook_id = request.headers["webhook-id"]
+        if webhook_id not in self.seen:
+            self.seen.add(webhook_id)
+            case = self.cases[case_id]
+            case.updates.append(json.loads(body))
+            case.state = "处置中"
+            log.info("task %s returned by gridflow", case_id)
+            if self.auto_handle:
+                self.handle_task(case_id)
+            await self.notify()
+        return JSONResponse({"code": 0, "case_id": case_id})
 
     async def _file(self, request: Request) -> JSONResponse:
         body = await request.body()

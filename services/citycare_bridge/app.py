@@ -30,7 +30,7 @@ from services.citycare_bridge.inbound import (
     PARTNER_CHANNEL,
     CitycareContext,
 )
-from services.citycare_bridge.mapping import load_mapping, status_update
+from services.citycare_bridge.mapping import load_mapping, status_update, task_return
 from services.citycare_bridge.outbound import Outbound
 from services.citycare_bridge.settings import CitycareSettings
 
@@ -74,11 +74,13 @@ def create_app(settings: CitycareSettings, *, clock: Clock | None = None) -> Fas
             follow_lifecycle(
                 runtime,
                 settings=settings,
-                partner=context.system,
                 channel=PARTNER_CHANNEL,
-                update_of=lambda event, case_number, names: status_update(
-                    event, mapping=mapping, case_number=case_number, department_names=names
-                ),
+                updates={
+                    context.system: lambda event, case_number, names: status_update(
+                        event, mapping=mapping, case_number=case_number, department_names=names
+                    ),
+                    context.task_partner: lambda event, case_id, _: task_return(event),
+                },
                 on_commit=queues[PARTNER_CHANNEL].wake,
             )
             if settings.partner_mode == "poll":

@@ -17,7 +17,13 @@ import yaml
 from pydantic import TypeAdapter
 
 from services.citycare_bridge.inbound import Delivery
-from services.citycare_bridge.partner import CitycareEvent, FeedPage, NewTask, StatusUpdate
+from services.citycare_bridge.partner import (
+    CitycareEvent,
+    FeedPage,
+    NewTask,
+    StatusUpdate,
+    TaskReturn,
+)
 
 TARGET = Path(__file__).resolve().parents[2] / "docs" / "citycare-openapi.yaml"
 REF = "#/components/schemas/{model}"
@@ -45,6 +51,7 @@ def _schemas() -> dict[str, Any]:
         ("FeedPage", TypeAdapter(FeedPage)),
         ("StatusUpdate", TypeAdapter(StatusUpdate)),
         ("NewTask", TypeAdapter(NewTask)),
+        ("TaskReturn", TypeAdapter(TaskReturn)),
         ("Delivery", TypeAdapter(Delivery)),
     ):
         schema = adapter.json_schema(ref_template=REF)
@@ -158,6 +165,21 @@ def openapi() -> dict[str, Any]:
                     "responses": {
                         "201": {"description": "filed (or filed before): {case_id}"},
                         "401": {"description": "bad signature: retried"},
+                        "503": {"description": "busy: retried with backoff"},
+                    },
+                }
+            },
+            "/api/v1/tasks/{external_id}/return": {
+                "post": {
+                    "summary": "(platform) gridflow takes a task back (its verification failed: "
+                    "rework; or it reopened the case): the platform handles it again and reports "
+                    "its steps as before; deduplicated by webhook-id",
+                    "parameters": [*SIGNED, _path_param("external_id")],
+                    "requestBody": _body("TaskReturn"),
+                    "responses": {
+                        "200": {"description": "taken (also for a repeated webhook-id)"},
+                        "401": {"description": "bad signature: retried"},
+                        "404": {"description": "no task with this external id: rejected"},
                         "503": {"description": "busy: retried with backoff"},
                     },
                 }

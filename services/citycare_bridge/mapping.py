@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -51,6 +51,7 @@ from services.citycare_bridge.partner import (
     Position,
     StatusUpdate,
     TaskProgressed,
+    TaskReturn,
     TaskVerified,
 )
 
@@ -375,9 +376,29 @@ def new_task(case: Mapping[str, Any], *, mapping: CitycareMapping) -> NewTask | 
     )
 
 
+def task_return(event: CaseLifecycleEvent) -> TaskReturn | None:
+    """What the platform is told of a task the grid centre sends back (rework after a failed
+    verification, reopen); None for every other move (the platform reports its own)."""
+    if event.transition is Transition.REWORK:
+        action: Literal["rework", "reopened"] = "rework"
+    elif event.transition is Transition.REOPENED:
+        action = "reopened"
+    else:
+        return None
+    return TaskReturn(
+        external_id=event.case_id,
+        action=action,
+        at=event.at,
+        version=event.version,
+        reason=event.reason,
+        note=event.note,
+    )
+
+
 # --- the platform's steps on a task → department-API moves ---------------------------------------
 
 TASK_FILED = "task.filed"  # the bridge's own step: the platform accepted the task (立案)
+TASK_RETURNS = frozenset({"task.rework", "task.reopened"})  # kinds of a task taken back
 _NOTES = {"派遣": "数字城管已派遣", "处置": "数字城管处置", "反馈": "数字城管处置单位反馈"}
 
 

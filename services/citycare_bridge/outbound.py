@@ -18,7 +18,7 @@ from libs.common.bridge.dispatch import Plan, carry_out
 from libs.common.bridge.queue import Message, Outcome, Result, enqueue
 from libs.common.events import CaseState
 from services.citycare_bridge.inbound import DEPARTMENT_CHANNEL, CitycareContext
-from services.citycare_bridge.mapping import TASK_FILED, plan_task, plan_verification
+from services.citycare_bridge.mapping import TASK_FILED, TASK_RETURNS, plan_task, plan_verification
 from services.citycare_bridge.partner import (
     CaseVerified,
     CitycareEvent,
@@ -66,9 +66,12 @@ class Outbound:
         return self._failed(operation, result_of(response))
 
     async def to_partner(self, message: Message) -> Result:
-        """A status update (POST /api/v1/cases/{case_id}/status) or a new task (POST
-        /api/v1/tasks; the platform files one case per external id). A filed task is queued for
-        the department channel: the department signs for it."""
+        """A status update (POST /api/v1/cases/{case_id}/status), a new task (POST
+        /api/v1/tasks; the platform files one case per external id; once filed, the department
+        channel signs for it) or a task taken back (POST /api/v1/tasks/{external_id}/return)."""
+        if message.kind in TASK_RETURNS:
+            case_id = quote(str(message.body["external_id"]), safe="")
+            return await self._call("task", "POST", f"/api/v1/tasks/{case_id}/return", message)
         if message.kind != "task":
             case_number = quote(str(message.body["case_id"]), safe="")
             return await self._call(

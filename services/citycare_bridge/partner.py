@@ -200,3 +200,21 @@ class NewTask(_Outgoing):
     grid_id: str | None = None
     position: Position | None = None
     deadline: AwareDatetime | None = None
+
+
+class TaskReturn(_Outgoing):
+    """A task gridflow takes back to the platform (POST /api/v1/tasks/{external_id}/return):
+    the grid centre's verification failed (rework) or it reopened the case; the platform handles
+    it again and reports its steps as before."""
+
+    external_id: str
+    action: Literal["rework", "reopened"]
+    at: AwareDatetime
+    version: int
+    reason: str | None = None
+    note: str | None = None
+
+    @property
+    def status(self) -> str:
+        """The queued message's kind (never one of the filed cases' statuses)."""
+        return f"task.{self.action}"

@@ -64,11 +64,12 @@ def create_app(settings: HotlineSettings, *, clock: Clock | None = None) -> Fast
             follow_lifecycle(
                 runtime,
                 settings=settings,
-                partner=context.system,
                 channel=PARTNER_CHANNEL,
-                update_of=lambda event, order_id, names: status_update(
-                    event, mapping=mapping, order_id=order_id, department_names=names
-                ),
+                updates={
+                    context.system: lambda event, order_id, names: status_update(
+                        event, mapping=mapping, order_id=order_id, department_names=names
+                    )
+                },
                 on_commit=queues[PARTNER_CHANNEL].wake,
             )
             if settings.partner_mode == "poll":

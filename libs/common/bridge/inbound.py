@@ -201,15 +201,18 @@ async def cases_of(
     return {row.external_id: row.case_id for row in rows}
 
 
-async def external_id_of(session: AsyncSession, *, partner: str, case_id: str) -> str | None:
-    """The partner's id of a case the bridge created, or None (the case is not the partner's)."""
-    return (
-        await session.scalars(
-            sa.select(links.c.external_id).where(
-                links.c.partner == partner, links.c.case_id == case_id
+async def link_of(
+    session: AsyncSession, *, partners: Sequence[str], case_id: str
+) -> tuple[str, str] | None:
+    """(partner, external id) of a case linked under one of `partners`, or None (not theirs)."""
+    row = (
+        await session.execute(
+            sa.select(links.c.partner, links.c.external_id).where(
+                links.c.partner.in_(partners), links.c.case_id == case_id
             )
         )
     ).first()
+    return None if row is None else (row.partner, row.external_id)
 
 
 async def claim_partner_event(

@@ -1,7 +1,9 @@
 """`cases.lifecycle` → a partner's status updates, queued per case in event order.
 
-Only cases the partner sent (a link row) concern it. The update is queued under the event's id in
-the bridge's database, so a redelivered record queues nothing twice; the queue sends it.
+Only linked cases concern a bridge (a link row: the partner sent the case, or the bridge handed
+it to the partner); each kind of link has its own update function. The update is queued under
+the event's id in the bridge's database, so a redelivered record queues nothing twice; the queue
+sends it.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from libs.common.bridge.inbound import external_id_of
+from libs.common.bridge.inbound import link_of
 from libs.common.bridge.queue import enqueue
 from libs.common.events import CaseLifecycleEvent
 from libs.common.kafka import Delivery
@@ -34,15 +36,13 @@ class LifecycleUpdates:
         self,
         *,
         runtime: Runtime,
-        partner: str,
         channel: str,
-        update_of: UpdateOf,
+        updates: Mapping[str, UpdateOf],  # link partner → its update function
         on_commit: Callable[[], None],
     ) -> None:
         self._runtime = runtime
-        self._partner = partner
         self._channel = channel
-        self._update_of = update_of
+        self._updates = dict(updates)
         self._on_commit = on_commit
         self._names = {
             code: department.short_name for code, department in runtime.refdata.departments.items()
@@ -54,12 +54,11 @@ class LifecycleUpdates:
             return
         runtime = self._runtime
         async with runtime.sessions() as session, session.begin():
-            external_id = await external_id_of(
-                session, partner=self._partner, case_id=event.case_id
-            )
-            if external_id is None:
-                return  # not a case from this partner
-            update = self._update_of(event, external_id, self._names)
+            link = await link_of(session, partners=list(self._updates), case_id=event.case_id)
+            if link is None:
+                return  # not a case of this partner's
+            partner, external_id = link
+            update = self._updates[partner](event, external_id, self._names)
             if update is None:
                 return
             queued = await enqueue(

@@ -92,21 +92,17 @@ def follow_lifecycle(
     runtime: Runtime,
     *,
     settings: BridgeSettings,
-    partner: str,
     channel: str,
-    update_of: UpdateOf,
+    updates: Mapping[str, UpdateOf],
     on_commit: Callable[[], None],
 ) -> None:
-    """Consume `cases.lifecycle` in the bridge's group: the partner's cases' updates queued."""
+    """Consume `cases.lifecycle` in the bridge's group: the updates of the cases linked under
+    each partner name of `updates` (by its function) queued on `channel`."""
     runtime.consume(
         CASES_LIFECYCLE,
         group_id=settings.consumer_group,
         handler=LifecycleUpdates(
-            runtime=runtime,
-            partner=partner,
-            channel=channel,
-            update_of=update_of,
-            on_commit=on_commit,
+            runtime=runtime, channel=channel, updates=updates, on_commit=on_commit
         ),
         check="lifecycle_consumer",
     )

@@ -211,6 +211,17 @@ async def test_an_outage_and_a_restart_lose_and_duplicate_nothing(
             )
 
         await until(retried)
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"{stack.bridge_url}/metrics", headers=METRICS)).text
+        metrics = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("gridflow_bridge_")
+        }
+        errors = 'gridflow_bridge_partner_errors_total{operation="status",partner="citycare"}'
+        assert metrics[errors] >= 1
+        lag = 'gridflow_bridge_sync_lag_seconds{channel="partner",partner="citycare"}'
+        assert metrics[lag] > 0
     # the bridge is stopped with both updates undelivered; the platform comes back meanwhile
     stack.simulator.down = False
     async with stack.running_bridge():

@@ -1,7 +1,8 @@
 """Golden fixtures (tests/fixtures/citycare_bridge): the 数字城管 platform's payloads and what they
 must become, both directions — filed cases → cases.submitted, lifecycle events → status updates,
 verifications → dispatch partner-API moves; dispatch's deliveries → tasks filed on the platform,
-the platform's steps on a task → department-API moves."""
+the platform's steps on a task → department-API moves, the centre's rework or reopen → the task
+taken back."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from services.citycare_bridge.mapping import (
     plan_task,
     plan_verification,
     status_update,
+    task_return,
 )
 from services.citycare_bridge.partner import (
     CaseVerified,
@@ -103,6 +105,15 @@ def test_deliveries_become_the_golden_tasks(fixture: dict[str, Any]) -> None:
     task = new_task(delivery.case, mapping=MAPPING)
     got = task if isinstance(task, str) else task.model_dump(mode="json", exclude_none=True)
     assert got == fixture["task"]
+
+
+@pytest.mark.parametrize("fixture", _cases("task_returns.json"), ids=lambda f: f["name"])
+def test_tasks_taken_back_become_the_golden_returns(fixture: dict[str, Any]) -> None:
+    taken_back = task_return(CaseLifecycleEvent.model_validate(fixture["event"]))
+    kind = None if taken_back is None else taken_back.status
+    body = None if taken_back is None else taken_back.model_dump(mode="json", exclude_none=True)
+    assert kind == fixture["kind"]
+    assert _instants(body) == _instants(fixture["body"])
 
 
 @pytest.mark.parametrize("fixture", _cases("task_steps.json"), ids=lambda f: f["name"])

@@ -173,14 +173,37 @@ async def test_a_grid_workers_case_routed_to_the_platform_comes_back_closed(
         ]
         assert moves[:3] == [Transition.RECEIVED, Transition.ASSIGNED, Transition.SIGNED]
         assert moves.count(Transition.PROGRESSED) == 3  # 派遣, 处置, 反馈
-        # the grid centre verifies the platform's result and closes the case
+        # the grid centre finds the result wanting: the platform handles the task again
         operator = {"Authorization": f"Bearer {make_operator_token(['430281003'])}"}
-        for move, body in (("verify", {"passed": True}), ("close", {})):
+
+        async def centre(move: str, body: dict[str, Any]) -> None:
             response = await stack.dispatch.client.post(
                 f"/v1/operator/cases/{case.case_id}/{move}", json=body, headers=operator
             )
             assert response.status_code == 200, response.text
+
+        await centre("verify", {"passed": False, "note": "配电箱侧面仍有残留"})
+        returned = await wait_case(stack.simulator, number, lambda c: len(c.updates) == 1)
+        assert returned.updates[0]["action"] == "rework"
+        assert returned.updates[0]["note"] == "配电箱侧面仍有残留"
+
+        def resolved_twice(_: object, payload: object) -> bool:
+            return (
+                sum(
+                    isinstance(p, CaseLifecycleEvent)
+                    and p.case_id == case.case_id
+                    and p.transition is Transition.RESOLVED
+                    for _, p in stack.dispatch.lifecycle.seen
+                )
+                == 2
+            )
+
+        await stack.dispatch.lifecycle.wait_for(resolved_twice)
+        await centre("verify", {"passed": True})
+        await centre("close", {})
         await stack.dispatch.lifecycle.wait_for(moved(case.case_id, Transition.CLOSED))
+        assert stack.simulator.cases[number].state == "已结案"
+        assert list(stack.simulator.tasks) == [case.case_id]  # one platform case throughout
         counts = await stack.counts()
         assert counts["outbox"] == 0  # nothing of a task goes onto cases.submitted
         assert counts["links"] == 1
