@@ -125,10 +125,12 @@ async def test_a_failed_verification_sends_the_case_back_for_rework(
         ]
 
 
+@pytest.mark.parametrize("mode", ["push", "poll"])
 async def test_a_grid_workers_case_routed_to_the_platform_comes_back_closed(
-    citycare_stack: CitycareStack,
+    citycare_stack: CitycareStack, mode: str
 ) -> None:
     stack = citycare_stack
+    stack.settings = stack.settings.model_copy(update={"partner_mode": mode})
     now = datetime.now(UTC)
     case = CaseSubmitted(
         case_id=new_case_id(now),
