@@ -117,29 +117,30 @@ class CaseVerified(PartnerModel):
         return self
 
 
-class TaskProgressed(PartnerModel):
-    """A step of the platform's own loop on a task gridflow gave it: 派遣 (to one of its units),
-    处置 (handled), 反馈 (the unit reported back)."""
+class _TaskStep(PartnerModel):
+    """A step of the platform on a task: its case id and gridflow's (`external_id`)."""
 
     event_id: EventId
-    type: Literal["task.progressed"]
     occurred_at: AwareDatetime
     case_id: CaseNumber
     external_id: GridflowCaseId
+
+
+class TaskProgressed(_TaskStep):
+    """A step of the platform's own loop on a task gridflow gave it: 派遣 (to one of its units),
+    处置 (handled), 反馈 (the unit reported back)."""
+
+    type: Literal["task.progressed"]
     stage: Literal["派遣", "处置", "反馈"]
     unit: Text200 | None = None  # 处置单位
     opinion: Opinion | None = None
 
 
-class TaskVerified(PartnerModel):
+class TaskVerified(_TaskStep):
     """核查 of a task: passed (结案: the result goes back to gridflow) or failed (the platform
     sends it back to its unit; gridflow only hears of it)."""
 
-    event_id: EventId
     type: Literal["task.verified"]
-    occurred_at: AwareDatetime
-    case_id: CaseNumber
-    external_id: GridflowCaseId
     passed: bool
     result: Opinion | None = None  # 处置结果 as the unit reported it
     opinion: Opinion | None = None

@@ -9,7 +9,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,18 @@ from fastapi import FastAPI
 
 from deploy.citycare_simulator import CitycareSimulator, PlatformCase
 from deploy.embedded import free_port
-from libs.common.events import CaseLifecycleEvent, Transition
+from libs.common.events import (
+    CaseLifecycleEvent,
+    CaseSubmitted,
+    Category,
+    Location,
+    Reporter,
+    Source,
+    Transition,
+)
+from libs.common.ids import new_case_id
 from libs.common.signing import signed_headers
+from libs.common.topics import CASES_SUBMITTED
 from services.citycare_bridge.app import create_app
 from services.citycare_bridge.settings import CitycareSettings
 from tests.bridges import bridge_counts, bridge_rows, bridge_values, wait_partner
@@ -86,6 +96,30 @@ async def wait_case(
     """Wait until the simulator's case passes `check` (woken by each call it takes)."""
     return await wait_partner(
         simulator.changed, lambda: simulator.cases.get(case_id), check, within=within
+    )
+
+
+def grid_worker_case(
+    category: str, title: str, description: str, *, unit_grid: str, worker: Reporter
+) -> CaseSubmitted:
+    """A grid worker's case as intake publishes it (湘江街道's city appearance → 数字城管)."""
+    now = datetime.now(UTC)
+    return CaseSubmitted(
+        case_id=new_case_id(now),
+        source=Source.GRID_WORKER,
+        category=Category(code=category),
+        title=title,
+        description=description,
+        location=Location(unit_grid=unit_grid),
+        reporter=worker,
+        occurred_at=now - timedelta(minutes=5),
+        reported_at=now,
+    )
+
+
+async def publish(stack: CitycareStack, case: CaseSubmitted) -> None:
+    await stack.dispatch.publisher.publish(
+        CASES_SUBMITTED, case, key=case.case_id, now=datetime.now(UTC)
     )
 
 

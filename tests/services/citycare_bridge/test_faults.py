@@ -7,7 +7,6 @@ import asyncio
 import copy
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,13 +15,9 @@ from libs.common.bridge.tables import queue
 from libs.common.events import (
     CaseLifecycleEvent,
     CaseSubmitted,
-    Category,
-    Location,
     Reporter,
-    Source,
     Transition,
 )
-from libs.common.ids import new_case_id
 from libs.common.kafka import TopicNames
 from libs.common.topics import CASES_SUBMITTED
 from tests.factories import METRICS_TOKEN, Isolation, department_secret, make_department_token
@@ -32,7 +27,9 @@ from tests.services.citycare_bridge.conftest import (
     PLATFORM_DEPARTMENT,
     PUSH_SECRET,
     CitycareStack,
+    grid_worker_case,
     moved,
+    publish,
     signed_post,
     statuses,
     wait_case,
@@ -246,22 +243,17 @@ async def test_a_task_survives_an_outage_and_a_restart_and_is_filed_once(
     citycare_stack: CitycareStack,
 ) -> None:
     stack = citycare_stack
-    now = datetime.now(UTC)
-    case = CaseSubmitted(
-        case_id=new_case_id(now),
-        source=Source.GRID_WORKER,
-        category=Category(code="city.street_vending"),
-        title="人行道占道经营",
-        description="胜利路社区北门外水果摊占用人行道。",
-        location=Location(unit_grid="430281003001002"),
-        reporter=Reporter(kind="grid_worker", worker_id="W0032"),
-        occurred_at=now,
-        reported_at=now,
+    case = grid_worker_case(
+        "city.street_vending",
+        "人行道占道经营",
+        "胜利路社区北门外水果摊占用人行道。",
+        unit_grid="430281003001002",
+        worker=Reporter(kind="grid_worker", worker_id="W0032"),
     )
     stack.simulator.down = True
     stack.simulator.fail_next_verification.add(case.case_id)  # its first 核查 fails
     async with stack.running_bridge():
-        await stack.dispatch.publisher.publish(CASES_SUBMITTED, case, key=case.case_id, now=now)
+        await publish(stack, case)
 
         async def retried() -> bool:
             rows = await stack.rows(queue)

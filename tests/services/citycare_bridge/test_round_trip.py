@@ -6,28 +6,23 @@ to the platform is filed there as a task, handled by the platform, and comes bac
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from libs.common.events import (
     CaseLifecycleEvent,
-    CaseSubmitted,
-    Category,
-    Location,
     Reporter,
-    Source,
     Transition,
 )
-from libs.common.ids import new_case_id
-from libs.common.topics import CASES_SUBMITTED
 from tests.factories import make_department_token, make_operator_token
 from tests.harness import WAIT_SECONDS
 from tests.services.citycare_bridge.conftest import (
     PLATFORM_DEPARTMENT,
     CitycareStack,
+    grid_worker_case,
     moved,
+    publish,
     statuses,
     wait_case,
 )
@@ -131,20 +126,15 @@ async def test_a_grid_workers_case_routed_to_the_platform_comes_back_closed(
 ) -> None:
     stack = citycare_stack
     stack.settings = stack.settings.model_copy(update={"partner_mode": mode})
-    now = datetime.now(UTC)
-    case = CaseSubmitted(
-        case_id=new_case_id(now),
-        source=Source.GRID_WORKER,
-        category=Category(code="city.illegal_ads"),
-        title="配电箱上小广告",
-        description="胜利路社区3栋旁配电箱上贴满办证小广告。",
-        location=Location(unit_grid="430281003001001"),  # 湘江街道: its city appearance → 数字城管
-        reporter=Reporter(kind="grid_worker", worker_id="W0031", name="汪湘云"),
-        occurred_at=now - timedelta(minutes=5),
-        reported_at=now,
+    case = grid_worker_case(
+        "city.illegal_ads",
+        "配电箱上小广告",
+        "胜利路社区3栋旁配电箱上贴满办证小广告。",
+        unit_grid="430281003001001",  # 湘江街道: its city appearance → 数字城管
+        worker=Reporter(kind="grid_worker", worker_id="W0031", name="汪湘云"),
     )
     async with stack.running_bridge():
-        await stack.dispatch.publisher.publish(CASES_SUBMITTED, case, key=case.case_id, now=now)
+        await publish(stack, case)
         _, assigned = await stack.dispatch.lifecycle.wait_for(
             moved(case.case_id, Transition.ASSIGNED)
         )
