@@ -25,6 +25,8 @@ check: $(STAMP)  ## lint, format check, types, import contracts, configuration, 
 	$(BIN)/python -m libs.common.refdata.check --config config
 	$(BIN)/python -m services.sla.policies check --config config
 	$(BIN)/python -m services.hotline_bridge.mapping --config config
+	$(BIN)/python -m services.citycare_bridge.mapping --config config
+	$(BIN)/python -m services.citycare_bridge.interface
 	$(BIN)/python -m libs.common.catalogue --check
 
 format: $(STAMP)

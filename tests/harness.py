@@ -32,11 +32,12 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @asynccontextmanager
 async def http_server(
-    app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto"
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto", port: int | None = None
 ) -> AsyncIterator[str]:
     """Serve an ASGI app on 127.0.0.1 (a real socket) and yield its base URL; `lifespan="off"`
-    serves an app whose lifespan already runs (`running`)."""
-    port = free_port()
+    serves an app whose lifespan already runs (`running`); `port`: one chosen before (another
+    service's configuration names it), else a free one."""
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
+from services.citycare_bridge.settings import CitycareSettings
 from services.dispatch.settings import DispatchSettings
 from services.hotline_bridge.settings import HotlineSettings
 from services.intake.settings import IntakeSettings
@@ -22,7 +23,9 @@ def _variables(cls: type[BaseSettings]) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("settings", [IntakeSettings, DispatchSettings, HotlineSettings])
+@pytest.mark.parametrize(
+    "settings", [IntakeSettings, DispatchSettings, HotlineSettings, CitycareSettings]
+)
 def test_every_setting_is_documented(settings: type[BaseSettings]) -> None:
     text = (DOCS / "configuration.md").read_text()
     missing = [name for name in _variables(settings) if f"`{name}`" not in text]

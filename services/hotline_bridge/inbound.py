@@ -20,13 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.common.bridge.inbound import (
     accept_cases,
     cases_of,
-    claim_partner_event,
-    parse_partner,
-    verify_push,
-    write_cursor,
+    queue_partner_event,
+    read_push,
 )
 from libs.common.bridge.metrics import BridgeMetrics
-from libs.common.bridge.queue import enqueue
 from libs.common.ids import new_case_id
 from libs.common.runtime import Runtime
 from libs.common.web import ApiError
@@ -109,42 +106,21 @@ async def take(
         if case_id is None:
             metrics.inbound.labels(system, "decision", "refused").inc()
             raise UnknownOrderError(event.order_id)
-        fresh = await claim_partner_event(session, partner=system, event_id=event.event_id, now=now)
-        if fresh:
-            await enqueue(
-                session,
-                channel=DISPATCH_CHANNEL,
-                case_id=case_id,
-                message_id=f"{system}:{event.event_id}",
-                kind=event.type,
-                body=event.model_dump(mode="json"),
-                now=now,
-            )
+        fresh = await queue_partner_event(
+            session,
+            partner=system,
+            channel=DISPATCH_CHANNEL,
+            case_id=case_id,
+            event_id=event.event_id,
+            kind=event.type,
+            body=event.model_dump(mode="json"),
+            now=now,
+        )
         outcome = "accepted" if fresh else "duplicate"
         metrics.inbound.labels(system, "decision", outcome).inc()
         log.info("%s on order %s (case %s): %s", event.type, event.order_id, case_id, outcome)
         answers.append({"event_id": event.event_id, "case_id": case_id, "status": outcome})
     return answers
-
-
-async def take_page(
-    session: AsyncSession,
-    events: Sequence[HotlineEvent],
-    next_cursor: str,
-    *,
-    context: HotlineContext,
-) -> None:
-    """Pull mode: a page and its cursor in one transaction; a decision on an order the bridge
-    does not know (it came before the bridge was connected) is skipped, with a log line."""
-    for event in events:
-        try:
-            async with session.begin_nested():
-                await take(session, [event], context=context)
-        except UnknownOrderError:
-            log.warning("skipped %s for unknown order %s", event.type, event.event_id)
-    await write_cursor(
-        session, partner=context.system, cursor=next_cursor, now=context.runtime.clock.now()
-    )
 
 
 @router.post(
@@ -155,17 +131,15 @@ async def take_page(
 async def pushed(request: Request) -> JSONResponse:
     context: HotlineContext = request.app.state.hotline
     body = await request.body()
-    try:
-        verify_push(
-            secrets=context.settings.inbound_secrets,
-            headers=request.headers,
-            body=body,
-            now=context.runtime.clock.now(),
-        )
-        event = parse_partner(PushedEvent, body).root
-    except ApiError:
-        context.metrics.inbound.labels(context.system, "push", "refused").inc()
-        raise
+    event = read_push(
+        PushedEvent,
+        body=body,
+        headers=request.headers,
+        secrets=context.settings.inbound_secrets,
+        now=context.runtime.clock.now(),
+        metrics=context.metrics,
+        partner=context.system,
+    ).root
     try:
         async with context.runtime.sessions() as session, session.begin():
             answers = await take(session, [event], context=context)

@@ -8,16 +8,22 @@ reference data (categories, unit grids, transitions) and exits 1 with "file:line
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from libs.common.bridge.dispatch import Call, Plan
+from libs.common.bridge.mapping import (
+    TimeLimit,
+    check_command,
+    grid_findings,
+    load_checked,
+    unit_grid_of,
+)
 from libs.common.events import (
     CaseLifecycleEvent,
     CaseState,
@@ -32,15 +38,9 @@ from libs.common.events import (
     Transition,
     Urgency,
 )
-from libs.common.refdata import ConfigError, ConfigIssue, ReferenceData, load_reference_data
-from libs.common.refdata.loader import Finding, read_source
-from libs.common.worktime import (
-    CalendarConfigError,
-    ChinaCalendar,
-    add_wall_clock,
-    add_working_days,
-    load_calendar,
-)
+from libs.common.refdata import ReferenceData
+from libs.common.refdata.loader import Finding
+from libs.common.worktime import ChinaCalendar
 from services.hotline_bridge.partner import (
     Cancelled,
     Decision,
@@ -53,7 +53,6 @@ from services.hotline_bridge.partner import (
 )
 
 MAPPING_FILE = "hotline12345.yaml"
-UNIT_GRID_DIGITS = 15
 
 
 class _Strict(BaseModel):
@@ -64,17 +63,6 @@ class CategoryEntry(_Strict):
     code: Annotated[str, Field(min_length=1, max_length=32)]
     name: Annotated[str, Field(min_length=1, max_length=200)]
     category: str
-
-
-class TimeLimit(_Strict):
-    working_days: Annotated[int, Field(ge=1, le=60)] | None = None
-    hours: Annotated[float, Field(gt=0, le=720)] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> TimeLimit:
-        if (self.working_days is None) == (self.hours is None):
-            raise ValueError("give either working_days or hours")
-        return self
 
 
 class HotlineMapping(_Strict):
@@ -114,20 +102,15 @@ def _findings(mapping: HotlineMapping, refdata: ReferenceData | None) -> list[Fi
         findings.append(
             Finding(("unknown_category",), f"unknown category {mapping.unknown_category}")
         )
-    for partner_grid, unit_grid in mapping.grids.items():
-        if unit_grid not in refdata.grid or len(unit_grid) != UNIT_GRID_DIGITS:
-            findings.append(Finding(("grids", partner_grid), f"unknown unit grid {unit_grid}"))
+    findings += grid_findings(mapping.grids, refdata)
     return findings
 
 
 def load_mapping(config_dir: Path, *, refdata: ReferenceData | None) -> HotlineMapping:
     """Read and validate the mapping; ConfigError lists every issue (file:line: reason)."""
-    source, issues = read_source(config_dir / MAPPING_FILE, HotlineMapping)
-    if source is not None:
-        issues += source.issues(_findings(source.model, refdata))
-    if issues or source is None:
-        raise ConfigError(issues)
-    return source.model
+    return load_checked(
+        config_dir / MAPPING_FILE, HotlineMapping, lambda mapping: _findings(mapping, refdata)
+    )
 
 
 # --- an order → a case --------------------------------------------------------------------------
@@ -164,11 +147,14 @@ def map_order(
     if urgency is None:
         failures.append("urgency")
         urgency = mapping.default_urgency
-    unit_grid = None
-    if order.grid_id is not None:
-        unit_grid = mapping.grids.get(order.grid_id)
-    if unit_grid is None and order.position is not None:
-        unit_grid = refdata.grid_map.locate(order.position.lat, order.position.lng)
+    position = order.position
+    unit_grid = unit_grid_of(
+        grid_id=order.grid_id,
+        grids=mapping.grids,
+        lat=position.lat if position else None,
+        lng=position.lng if position else None,
+        refdata=refdata,
+    )
     if unit_grid is None:
         failures.append("grid")
     coordinates = (
@@ -211,12 +197,7 @@ def due_at(
     limit = mapping.urgent_time_limits.get(order.urgency) or mapping.time_limits.get(
         order.order_type
     )
-    if limit is None:
-        return None
-    if limit.hours is not None:
-        return add_wall_clock(order.accepted_at, timedelta(hours=limit.hours)).at
-    assert limit.working_days is not None  # noqa: S101  # the model requires one of the two
-    return add_working_days(order.accepted_at, limit.working_days, calendar=calendar).at
+    return None if limit is None else limit.after(order.accepted_at, calendar=calendar)
 
 
 # --- a lifecycle event → the platform's status update --------------------------------------------
@@ -252,14 +233,7 @@ def status_update(
 
 # --- a platform decision → dispatch partner-API calls ---------------------------------------------
 
-Call = tuple[str, dict[str, Any]]  # (the partner API's move path, its body)
 _OPEN = {CaseState.REPORTED, CaseState.TRIAGE, CaseState.ASSIGNED, CaseState.ACCEPTED}
-
-
-@dataclass(frozen=True)
-class Plan:
-    calls: tuple[Call, ...] = ()
-    refusal: str | None = None  # why the decision cannot apply to the case as it stands
 
 
 def _close(verified: bool) -> Plan:
@@ -316,30 +290,20 @@ def plan(  # noqa: PLR0911, PLR0912  # one branch per decision and state reads b
 # --- the check command --------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.hotline_bridge.mapping")
-    parser.add_argument("--config", type=Path, default=Path("config"))
-    args = parser.parse_args(argv)
-    issues: list[ConfigIssue] = []
-    refdata = None
-    try:
-        refdata = load_reference_data(args.config)
-    except ConfigError as error:
-        issues += error.issues
-    try:
-        mapping = load_mapping(args.config, refdata=refdata)
-        load_calendar(args.config / "calendar.yaml")
-    except (ConfigError, CalendarConfigError) as error:
-        issues += error.issues
-    if issues:
-        for issue in issues:
-            print(issue, file=sys.stderr)  # noqa: T201
-        return 1
-    print(  # noqa: T201
-        f"OK: {MAPPING_FILE}: {len(mapping.categories)} classifications of {mapping.system}, "
+def _summary(mapping: HotlineMapping) -> str:
+    return (
+        f"{MAPPING_FILE}: {len(mapping.categories)} classifications of {mapping.system}, "
         f"{len(mapping.grids)} grids, {len(mapping.status_updates)} status updates"
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return check_command(
+        "python -m services.hotline_bridge.mapping",
+        argv,
+        load=lambda config, refdata: load_mapping(config, refdata=refdata),
+        summary=_summary,
+    )
 
 
 if __name__ == "__main__":

@@ -7,25 +7,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import TypeAdapter
 
-from libs.common.bridge.client import outcome_of, result_of, signed_request
-from libs.common.bridge.inbound import parse_partner
+from libs.common.bridge.client import read_feed, result_of, signed_request
+from libs.common.bridge.dispatch import Plan, carry_out
 from libs.common.bridge.queue import Message, Outcome, Result
 from libs.common.events import CaseState
-from libs.common.web import ApiError
 from services.hotline_bridge.inbound import HotlineContext
 from services.hotline_bridge.mapping import plan
 from services.hotline_bridge.partner import Decision, FeedPage, HotlineEvent
 
 _DECISION: TypeAdapter[Decision] = TypeAdapter(Decision)
-
-
-class PartnerError(RuntimeError):
-    """The platform answered something the bridge cannot use."""
 
 
 class Outbound:
@@ -37,7 +33,7 @@ class Outbound:
         self._dispatch = settings.dispatch_url.rstrip("/")
         self._secret = settings.partner_outbound_secret.get_secret_value()
         self._timeout = settings.partner_timeout_seconds
-        self._auth = {"Authorization": f"Bearer {settings.dispatch_token.get_secret_value()}"}
+        self._token = settings.dispatch_token.get_secret_value()
 
     def _failed(self, operation: str, result: Result) -> Result:
         if result.outcome is not Outcome.SENT:
@@ -67,52 +63,36 @@ class Outbound:
         """Carry a platform decision into its case: read the case's standing, plan the moves,
         make each with an Idempotency-Key of this message and move (a retry repeats nothing)."""
         decision = _DECISION.validate_python(message.body)
-        base = f"{self._dispatch}/v1/partner/cases/{message.case_id}"
-        try:
-            response = await self._client.get(base, headers=self._auth, timeout=self._timeout)
-            if response.status_code != 200:
-                return self._failed("dispatch", result_of(response))
-            standing = response.json()
-            steps = plan(
+
+        def steps(standing: dict[str, Any]) -> Plan:
+            return plan(
                 decision,
                 state=CaseState(standing["state"]),
                 verified=bool(standing["verified"]),
                 pending=bool(standing["extension_pending"]),
             )
-            if steps.refusal is not None:
-                return self._failed("dispatch", Result(Outcome.REJECTED, steps.refusal))
-            for move, body in steps.calls:
-                headers = {**self._auth, "Idempotency-Key": f"{message.message_id}:{move}"}
-                answer = await self._client.post(
-                    f"{base}/{move}", json=body, headers=headers, timeout=self._timeout
-                )
-                if outcome_of(answer.status_code) is not Outcome.SENT:
-                    return self._failed("dispatch", result_of(answer))
-        except httpx.HTTPError as exc:
-            return self._failed("dispatch", Result(Outcome.RETRY, type(exc).__name__))
-        return Result(Outcome.SENT)
+
+        result = await carry_out(
+            self._client,
+            case_url=f"{self._dispatch}/v1/partner/cases/{message.case_id}",
+            token=self._token,
+            message_id=message.message_id,
+            plan=steps,
+            timeout=self._timeout,
+        )
+        return self._failed("dispatch", result)
 
     async def feed(self, cursor: str | None) -> tuple[Sequence[HotlineEvent], str]:
         """Pull mode: GET /open/v1/events?after=<cursor>, signed; the page and its next cursor."""
-        url = f"{self._partner}/open/v1/events"
-        if cursor is not None:
-            url += f"?after={quote(cursor, safe='')}"
-        now = self._context.runtime.clock.now()
-        response = await signed_request(
+        context = self._context
+        page = await read_feed(
             self._client,
-            "GET",
-            url,
+            f"{self._partner}/open/v1/events",
+            cursor,
+            model=FeedPage,
             secret=self._secret,
-            msg_id=f"poll-{int(now.timestamp() * 1000)}",
-            body=b"",
-            now=now,
+            now=context.runtime.clock.now(),
             timeout=self._timeout,
+            on_refused=context.metrics.mapping_failures.labels(context.system, "feed").inc,
         )
-        if response.status_code != 200:
-            raise PartnerError(f"feed answered {response.status_code}")
-        try:
-            page = parse_partner(FeedPage, response.content)
-        except ApiError as exc:
-            self._context.metrics.mapping_failures.labels(self._context.system, "feed").inc()
-            raise PartnerError(f"feed page refused: {exc.path}: {exc.reason}") from exc
         return page.events, page.next_cursor

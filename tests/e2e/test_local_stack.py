@@ -1,4 +1,5 @@
-"""`make run` in embedded mode: no server configured, one report through, a clean stop."""
+"""`make run` in embedded mode: no server configured, one report through, both bridges taking
+their simulators' demo traffic, a clean stop."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ def _port_free(port: int) -> bool:
 
 @pytest.mark.embedded
 async def test_make_run_embedded_one_report_then_clean_stop() -> None:
-    if not _port_free(8090):
-        pytest.fail("port 8090 (the demo department of config/) is taken: stop the running stack")
+    for port, what in ((8090, "the demo department"), (8005, "the citycare bridge")):
+        if not _port_free(port):
+            pytest.fail(f"port {port} ({what} of config/) is taken: stop the running stack")
     run_dir = REPO / ".run" / f"smoke-{os.getpid()}"
     env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
@@ -65,6 +67,14 @@ async def test_make_run_embedded_one_report_then_clean_stop() -> None:
         str(free_port()),
         "--kafka-port",
         str(free_port()),
+        "--hotline-port",
+        str(free_port()),
+        "--hotline-simulator-port",
+        str(free_port()),
+        "--citycare-simulator-port",
+        str(free_port()),
+        "--partner-demo-seconds",
+        "1",
     ]
     process = await asyncio.create_subprocess_exec(
         *argv, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -75,7 +85,8 @@ async def test_make_run_embedded_one_report_then_clean_stop() -> None:
         async with asyncio.timeout(START_SECONDS):
             await _read_until(process.stdout, re.compile(r"^ready\."), lines)
         pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", "".join(lines))]
-        assert len(pids) == 4, "".join(lines)  # demo department, intake, dispatch, sla
+        # demo department, intake, dispatch, sla, and each bridge with its platform's simulator
+        assert len(pids) == 8, "".join(lines)
         spawned = _descendants(process.pid)
 
         token = (run_dir / "worker-token").read_text().strip()
@@ -92,6 +103,14 @@ async def test_make_run_embedded_one_report_then_clean_stop() -> None:
             await _read_until(process.stdout, re.compile(rf"received case {case_id}"), lines)
         elapsed = time.perf_counter() - started
         print(f"report → demo department: {elapsed * 1000:.0f} ms")  # noqa: T201
+        bridged = (  # the simulators' demo orders and cases become cases, in either order
+            re.compile(r"order GD\d+ → case C\w+ \(accepted\)"),
+            re.compile(r"case SZCG\d+ → C\w+ \(accepted\)"),
+        )
+        async with asyncio.timeout(60):
+            for pattern in bridged:
+                if not any(pattern.search(line) for line in lines):
+                    await _read_until(process.stdout, pattern, lines)
 
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(STOP_SECONDS):

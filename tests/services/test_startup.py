@@ -27,7 +27,9 @@ def _run(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("module", ["services.intake", "services.dispatch"])
+@pytest.mark.parametrize(
+    "module", ["services.intake", "services.dispatch", "services.citycare_bridge"]
+)
 def test_missing_settings_stop_the_service_naming_the_variable(module: str) -> None:
     result = _run(
         module,
@@ -39,6 +41,9 @@ def test_missing_settings_stop_the_service_naming_the_variable(module: str) -> N
     )
     if module == "services.intake":
         assert "configuration: GRIDFLOW_WORKER_JWT_SECRET: Field required" in result.stderr
+    if module == "services.citycare_bridge":
+        for name in ("GRIDFLOW_DEPARTMENT_TOKEN", "GRIDFLOW_DEPARTMENT_WEBHOOK_SECRET"):
+            assert f"configuration: {name}: Field required" in result.stderr
 
 
 def test_bad_reference_data_stops_the_service_with_the_check_message(

@@ -3,12 +3,20 @@ requests, and the answer read as a queue outcome."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
+from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel
 
+from libs.common.bridge.inbound import parse_partner
 from libs.common.bridge.queue import Outcome, Result
 from libs.common.signing import signed_headers
+from libs.common.web import ApiError
+
+M = TypeVar("M", bound=BaseModel)
 
 _RETRYABLE_CLIENT_ERRORS = frozenset({401, 403, 408, 425, 429})  # 401/403: fixed by config
 
@@ -45,3 +53,41 @@ async def signed_request(
     if body:
         headers["content-type"] = "application/json"
     return await client.request(method, url, content=body, headers=headers, timeout=timeout)
+
+
+class PartnerError(RuntimeError):
+    """The partner answered something the bridge cannot use."""
+
+
+async def read_feed(
+    client: httpx.AsyncClient,
+    url: str,
+    cursor: str | None,
+    *,
+    model: type[M],
+    secret: str,
+    now: datetime,
+    timeout: float,  # noqa: ASYNC109  # httpx applies it per request
+    on_refused: Callable[[], None],
+) -> M:
+    """Pull mode: GET `url`?after=<cursor>, signed, read as `model`; PartnerError for any other
+    answer than 200 or a page that does not fit (`on_refused` counts it)."""
+    if cursor is not None:
+        url += f"?after={quote(cursor, safe='')}"
+    response = await signed_request(
+        client,
+        "GET",
+        url,
+        secret=secret,
+        msg_id=f"poll-{int(now.timestamp() * 1000)}",
+        body=b"",
+        now=now,
+        timeout=timeout,
+    )
+    if response.status_code != 200:
+        raise PartnerError(f"feed answered {response.status_code}")
+    try:
+        return parse_partner(model, response.content)
+    except ApiError as exc:
+        on_refused()
+        raise PartnerError(f"feed page refused: {exc.path}: {exc.reason}") from exc

@@ -11,7 +11,8 @@ transaction, so a repeated push or an overlapping poll finds the link and stages
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.bridge.metrics import BridgeMetrics
+from libs.common.bridge.queue import enqueue
 from libs.common.bridge.tables import cursors, links
 from libs.common.db import claim_event
 from libs.common.events import CaseSubmitted
@@ -30,6 +33,8 @@ from libs.common.topics import CASES_SUBMITTED
 from libs.common.web import ApiError
 
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E")
+log = logging.getLogger(__name__)
 
 
 def verify_push(
@@ -72,6 +77,53 @@ def _as_sent(loc: Iterable[str | int], data: object, tag: str = "type") -> list[
         else:
             node = None
     return kept
+
+
+def read_push(
+    model: type[M],
+    *,
+    body: bytes,
+    headers: Mapping[str, str],
+    secrets: Iterable[str],
+    now: datetime,
+    metrics: BridgeMetrics,
+    partner: str,
+    kind: str = "push",
+) -> M:
+    """A signed push read as `model`: ApiError 401 or 400 (counted as refused) otherwise."""
+    try:
+        verify_push(secrets=secrets, headers=headers, body=body, now=now)
+        return parse_partner(model, body)
+    except ApiError:
+        metrics.inbound.labels(partner, kind, "refused").inc()
+        raise
+
+
+async def take_page(
+    session: AsyncSession,
+    events: Sequence[E],
+    next_cursor: str,
+    *,
+    partner: str,
+    now: datetime,
+    take: Callable[[AsyncSession, E], Awaitable[object]],
+    unknown: type[Exception],
+) -> None:
+    """Pull mode: each event of a page taken in a savepoint, then the cursor, in the caller's
+    transaction; an event `take` raises `unknown` for (about something from before the bridge
+    was connected) is skipped, with a log line."""
+    for event in events:
+        try:
+            async with session.begin_nested():
+                await take(session, event)
+        except unknown:
+            log.warning(
+                "skipped %s %s: %s unknown",
+                getattr(event, "type", "event"),
+                getattr(event, "event_id", "?"),
+                unknown.__name__,
+            )
+    await write_cursor(session, partner=partner, cursor=next_cursor, now=now)
 
 
 @dataclass(frozen=True)
@@ -124,6 +176,20 @@ async def accept_cases(
     return [Accepted(e, known[e], e in fresh) for e, _ in cases]
 
 
+async def link_case(
+    session: AsyncSession, *, partner: str, external_id: str, case_id: str, now: datetime
+) -> bool:
+    """Link a gridflow case the bridge hands to the partner (no event staged); False when it was
+    linked before (a redelivered webhook)."""
+    statement = (
+        insert(links)
+        .values(partner=partner, external_id=external_id, case_id=case_id, created_at=now)
+        .on_conflict_do_nothing()
+        .returning(links.c.case_id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
 async def cases_of(
     session: AsyncSession, *, partner: str, external_ids: Sequence[str]
 ) -> dict[str, str]:
@@ -135,15 +201,18 @@ async def cases_of(
     return {row.external_id: row.case_id for row in rows}
 
 
-async def external_id_of(session: AsyncSession, *, partner: str, case_id: str) -> str | None:
-    """The partner's id of a case the bridge created, or None (the case is not the partner's)."""
-    return (
-        await session.scalars(
-            sa.select(links.c.external_id).where(
-                links.c.partner == partner, links.c.case_id == case_id
+async def link_of(
+    session: AsyncSession, *, partners: Sequence[str], case_id: str
+) -> tuple[str, str] | None:
+    """(partner, external id) of a case linked under one of `partners`, or None (not theirs)."""
+    row = (
+        await session.execute(
+            sa.select(links.c.partner, links.c.external_id).where(
+                links.c.partner.in_(partners), links.c.case_id == case_id
             )
         )
     ).first()
+    return None if row is None else (row.partner, row.external_id)
 
 
 async def claim_partner_event(
@@ -151,6 +220,33 @@ async def claim_partner_event(
 ) -> bool:
     """False when this partner event was handled before (a repeated push or poll)."""
     return await claim_event(session, consumer=f"{partner}.inbound", event_id=event_id, now=now)
+
+
+async def queue_partner_event(
+    session: AsyncSession,
+    *,
+    partner: str,
+    channel: str,
+    case_id: str,
+    event_id: str,
+    kind: str,
+    body: dict[str, object],
+    now: datetime,
+) -> bool:
+    """Queue a partner's event about a case once per event id (a repeated push or poll queues
+    nothing); False when it was taken before. In the caller's transaction."""
+    fresh = await claim_partner_event(session, partner=partner, event_id=event_id, now=now)
+    if fresh:
+        await enqueue(
+            session,
+            channel=channel,
+            case_id=case_id,
+            message_id=f"{partner}:{event_id}",
+            kind=kind,
+            body=body,
+            now=now,
+        )
+    return fresh
 
 
 async def read_cursor(session: AsyncSession, *, partner: str) -> str | None:

@@ -171,6 +171,24 @@ def test_shipped_demo_examples(shipped: ReferenceData) -> None:
     )
 
 
+def test_shipped_city_appearance_of_xiangjiang_grid_workers_goes_to_citycare(
+    shipped: ReferenceData,
+) -> None:
+    tree = shipped.routing
+    xiangjiang = "430281003001001"  # 湘江街道
+
+    def department(code: str, source: Source = Source.GRID_WORKER) -> str | None:
+        return decide(
+            make_case(code, unit_grid=xiangjiang, source=source), tree, shipped
+        ).department
+
+    for code in ("city.garbage", "city.illegal_ads", "city.street_vending", "city.illegal_parking"):
+        assert department(code) == "shuzichengguan"
+    assert department("city.manhole_cover") == "chengguan"  # no task code on the platform
+    # the platform's own cases are handled by gridflow's departments, never sent back to it
+    assert department("city.garbage", Source.CITYCARE) == "chengguan"
+
+
 # --- matchers -----------------------------------------------------------------------------------
 
 
@@ -668,7 +686,7 @@ def test_route_check_accepts_the_shipped_file(
 
     assert (status, err) == (0, "")
     assert out == (
-        f"OK: {CONFIG / 'routing.yaml'}: 16 routes, 3 time windows,"
+        f"OK: {CONFIG / 'routing.yaml'}: 21 routes, 3 time windows,"
         f" version {shipped.routing.version}\n"
     )
 
@@ -690,7 +708,8 @@ def test_route_check_prints_file_line_reason(
         f"{rules}:6: route.routes[0].match.time[0]: unknown time window 'weekend';"
         " none is defined in time_windows",
         f"{rules}:7: route.routes[0].department: unknown department 'nobody'; known short"
-        " codes: chengguan, gongan, gongdian, minzheng, weijian, xiaofang, yingji, zongzhi",
+        " codes: chengguan, gongan, gongdian, minzheng, shuzichengguan, weijian, xiaofang, yingji,"
+        " zongzhi",
     ]
 
 

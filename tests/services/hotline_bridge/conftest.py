@@ -3,12 +3,11 @@ PostgreSQL, real HTTP on both sides)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,10 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from deploy.hotline_simulator import HotlineSimulator, Order
-from libs.common.auth import mint_token
-from libs.common.bridge.tables import links, queue
-from libs.common.db import outbox, processed_events
 from services.hotline_bridge.app import create_app
 from services.hotline_bridge.settings import HotlineSettings
-from tests.factories import DISPATCH_SECRET, Isolation
+from tests.bridges import bridge_counts, bridge_rows, bridge_values, wait_partner
+from tests.factories import Isolation
 from tests.harness import WAIT_SECONDS, http_server
 from tests.services.dispatch.conftest import DispatchStack, dispatch_stack_with
 
@@ -32,32 +29,11 @@ CALL_SECRET = "whsec_" + base64.b64encode(b"test-hotline-call-secret-0123456").d
 SYSTEM = "hotline12345"
 
 
-def partner_token(scopes: tuple[str, ...] = ("cases:read", "cases:decide")) -> str:
-    return mint_token(
-        secret=DISPATCH_SECRET,
-        subject=SYSTEM,
-        role="partner",
-        scopes=list(scopes),
-        grids=[],
-        now=datetime.now(UTC),
-        ttl=timedelta(hours=2),
-    )
-
-
 def make_hotline_settings(iso: Isolation, **overrides: Any) -> HotlineSettings:
     values = {
-        **iso.common("hotline_bridge"),
-        "partner_url": "http://127.0.0.1:9",
-        "partner_inbound_secret": PUSH_SECRET,
-        "partner_outbound_secret": CALL_SECRET,
-        "partner_poll_seconds": 0.05,
-        "partner_timeout_seconds": 5,
-        "dispatch_url": "http://127.0.0.1:9",
-        "dispatch_token": partner_token(),
-        "outbound_base_delay_seconds": 0.05,
-        "outbound_max_delay_seconds": 0.3,
-        "outbound_poll_seconds": 0.05,
-        "lifecycle_consumer_group": f"{iso.token}-hotline",
+        **bridge_values(
+            iso, "hotline_bridge", system=SYSTEM, push_secret=PUSH_SECRET, call_secret=CALL_SECRET
+        ),
         **overrides,
     }
     return HotlineSettings.model_validate(values)
@@ -87,12 +63,10 @@ class HotlineStack:
                 self.simulator.bridge_url = None
 
     async def rows(self, table: sa.Table) -> list[sa.Row[Any]]:
-        assert self.bridge is not None
-        async with self.bridge.state.runtime.sessions() as session:
-            return list((await session.execute(sa.select(table))).all())
+        return await bridge_rows(self.bridge, table)
 
     async def counts(self) -> dict[str, int]:
-        return {t.name: len(await self.rows(t)) for t in (links, outbox, processed_events, queue)}
+        return await bridge_counts(self.bridge)
 
 
 async def wait_order(
@@ -102,13 +76,10 @@ async def wait_order(
     *,
     within: float = WAIT_SECONDS,
 ) -> Order:
-    """Wait until the simulator's order passes `check` (woken by each status update it takes)."""
-    async with asyncio.timeout(within), simulator.changed:
-        while True:
-            order = simulator.orders[order_id]
-            if check(order):
-                return order
-            await simulator.changed.wait()
+    """Wait until the simulator's order passes `check` (woken by each call it takes)."""
+    return await wait_partner(
+        simulator.changed, lambda: simulator.orders.get(order_id), check, within=within
+    )
 
 
 def statuses(order: Order) -> list[str]:

@@ -89,7 +89,7 @@ def test_every_category_group_but_other_has_a_department(shipped: ReferenceData)
     unrouted = [c for c in shipped.categories if not any(c.startswith(p or "") for p in prefixes)]
 
     assert unrouted == ["other.general"]
-    assert shipped.routing.version.startswith("v3-")
+    assert shipped.routing.version.startswith("v4-")
     assert shipped.routing.root.department is None, "no match means triage"
     assert set(shipped.routing.time_windows) == {"office_hours", "nights", "rest_days"}
 
@@ -132,8 +132,8 @@ def test_check_accepts_the_shipped_config(capsys: pytest.CaptureFixture[str]) ->
     assert (status, err) == (0, "")
     version = load_reference_data(CONFIG).routing.version
     assert out == (
-        "OK: 24 towns, 271 villages, 820 unit grids, 820 grid polygons, 8 departments,"
-        f" 27 categories, 16 routes (version {version}), 28 service items,"
+        "OK: 24 towns, 271 villages, 820 unit grids, 820 grid polygons, 9 departments,"
+        f" 27 categories, 21 routes (version {version}), 28 service items,"
         " 2 Open311 clients, 8 Open311 services;"
         " calendar: 23 official years (2004–2026), 0 closures\n"
     )
