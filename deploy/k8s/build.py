@@ -28,6 +28,20 @@ SERVICES: dict[str, dict[str, Any]] = {
     "intake": {"port": 8001, "replicas": 2, "cpu": "500m", "memory": "512Mi"},
     "dispatch": {"port": 8002, "replicas": 2, "cpu": "1", "memory": "768Mi"},
     "sla": {"port": 8003, "replicas": 2, "cpu": "500m", "memory": "512Mi"},
+    "hotline-bridge": {"port": 8004, "replicas": 2, "cpu": "500m", "memory": "384Mi"},
+    "citycare-bridge": {"port": 8005, "replicas": 2, "cpu": "500m", "memory": "384Mi"},
+}
+# what a bridge is told about its partner platform and about dispatch (not secret: the city sets
+# the partner's URL here before applying; the secrets and tokens come from the Secret)
+PLAIN_ENV: dict[str, tuple[tuple[str, str], ...]] = {
+    "hotline-bridge": (
+        ("GRIDFLOW_PARTNER_URL", "https://hotline12345.invalid/api"),
+        ("GRIDFLOW_DISPATCH_URL", "http://dispatch:8002"),
+    ),
+    "citycare-bridge": (
+        ("GRIDFLOW_PARTNER_URL", "https://citycare.invalid/api"),
+        ("GRIDFLOW_DISPATCH_URL", "http://dispatch:8002"),
+    ),
 }
 # each service's own secret variables (all come from the one Secret)
 SECRET_KEYS: dict[str, tuple[str, ...]] = {
@@ -48,6 +62,18 @@ SECRET_KEYS: dict[str, tuple[str, ...]] = {
         "GRIDFLOW_WEBHOOK_SECRET_GONGDIAN",
     ),
     "sla": ("GRIDFLOW_API_JWT_SECRET",),
+    "hotline-bridge": (
+        "GRIDFLOW_PARTNER_INBOUND_SECRET",
+        "GRIDFLOW_PARTNER_OUTBOUND_SECRET",
+        "GRIDFLOW_DISPATCH_TOKEN",
+    ),
+    "citycare-bridge": (
+        "GRIDFLOW_PARTNER_INBOUND_SECRET",
+        "GRIDFLOW_PARTNER_OUTBOUND_SECRET",
+        "GRIDFLOW_DISPATCH_TOKEN",
+        "GRIDFLOW_DEPARTMENT_WEBHOOK_SECRET",
+        "GRIDFLOW_DEPARTMENT_TOKEN",
+    ),
 }
 COMMON_SECRETS = ("DATABASE_URL", "GRIDFLOW_METRICS_TOKEN")
 
@@ -56,8 +82,18 @@ def _labels(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "gridflow"}
 
 
-def _secret_env(key: str) -> dict[str, Any]:
-    return {"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key}}}
+def _secret_env(key: str, name: str) -> dict[str, Any]:
+    """A variable from the Secret; a bridge's partner secrets are kept under its own prefix there
+    (both bridges read GRIDFLOW_PARTNER_…)."""
+    stored = key
+    if name.endswith("-bridge") and key.startswith(("GRIDFLOW_PARTNER_", "GRIDFLOW_DISPATCH_")):
+        stored = f"{module(name).upper()}_{key.removeprefix('GRIDFLOW_')}"
+    return {"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": stored}}}
+
+
+def module(name: str) -> str:
+    """The service's module under services/ (Kubernetes names use hyphens)."""
+    return name.replace("-", "_")
 
 
 def _common_env() -> list[dict[str, Any]]:
@@ -158,7 +194,8 @@ def deployment(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         {"name": "GRIDFLOW_HTTP_HOST", "value": "0.0.0.0"},  # noqa: S104  # inside the pod
         {"name": "GRIDFLOW_HTTP_PORT", "value": str(port)},
         *extra_env,
-        *(_secret_env(key) for key in (*COMMON_SECRETS, *SECRET_KEYS[name])),
+        *({"name": key, "value": value} for key, value in PLAIN_ENV.get(name, ())),
+        *(_secret_env(key, name) for key in (*COMMON_SECRETS, *SECRET_KEYS[name])),
     ]
     probe = {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 10}
     return {
@@ -184,7 +221,7 @@ def deployment(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                         {
                             "name": name,
                             "image": IMAGE,
-                            "args": [f"services.{name}"],
+                            "args": [f"services.{module(name)}"],
                             "ports": [{"name": "http", "containerPort": port}],
                             "env": env,
                             "volumeMounts": mounts,

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes
 
-from deploy.k8s.build import FOLDER, SECRET, SERVICES, main, manifests
+from deploy.k8s.build import FOLDER, SECRET, SERVICES, main, manifests, module
 from tests.deploy.test_compose import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def test_every_service_is_deployed_twice_or_more_with_probes_limits_and_a_budget
         assert deployment["spec"]["replicas"] >= 2
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         port = SERVICES[name]["port"]
-        assert container["args"] == [f"services.{name}"]
+        assert container["args"] == [f"services.{module(name)}"]
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
         assert set(container["resources"]) == {"requests", "limits"}
