@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -235,11 +236,20 @@ def dispatch_environment(
 
 
 def receiver_config(target: Path, receiver_base: str) -> ReferenceData:
-    """config/ with every department's receiver at `receiver_base` (as tests' make_config_dir)."""
+    """config/ with every webhook department's receiver at `receiver_base`/departments/<code>
+    (also the 数字城管 platform's entry, whose receiver is its bridge in the shipped file)."""
     shutil.copytree(REPO / "config", target)
     departments = target / "departments.yaml"
-    text = departments.read_text(encoding="utf-8").replace("http://127.0.0.1:8090", receiver_base)
-    departments.write_text(text, encoding="utf-8")
+    lines, code = [], None
+    for line in departments.read_text(encoding="utf-8").splitlines(keepends=True):
+        found = re.match(r"\s+short_code:\s*(\S+)", line)
+        if found:
+            code = found.group(1)
+        url = re.match(r"(\s+url:\s*)\S+", line)
+        lines.append(
+            f"{url.group(1)}{receiver_base}/departments/{code}\n" if url and code else line
+        )
+    departments.write_text("".join(lines), encoding="utf-8")
     return load_reference_data(target)
 
 
