@@ -173,6 +173,7 @@ class OutboxRelay:
     ) -> None:
         # the relay keeps a connection: no pool round trip per round, statements through asyncpg
         self._connection = HeldConnection(engine)
+        self._engine = engine
         self._publisher = publisher
         self._clock = clock
         self._metrics = metrics
@@ -190,8 +191,9 @@ class OutboxRelay:
 
     async def run(self) -> None:
         failures = 0
-        measured = 0.0
-        loop = asyncio.get_running_loop()
+        # the gauges on their own beat and connection: a drain waiting for a broker that does not
+        # answer (paused, partitioned) must not keep them at their last value
+        measuring = asyncio.create_task(self._measure_every(1.0), name="outbox-gauges")
         try:
             while not self._stopping.is_set():
                 try:
@@ -203,10 +205,6 @@ class OutboxRelay:
                         "outbox relay failed (%d in a row): %s", failures, type(exc).__name__
                     )
                     published = 0
-                # when idle, after a failure (a stuck outbox must show), once a second when busy
-                if published == 0 or failures or loop.time() - measured >= 1.0:
-                    await self._measure()
-                    measured = loop.time()
                 if failures:
                     await asyncio.sleep(min(5.0, 0.2 * 2**failures))
                 if published == 0:
@@ -214,7 +212,15 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
         finally:
+            measuring.cancel()
+            await asyncio.gather(measuring, return_exceptions=True)
+            await self._measure()  # the gauges say how the relay left the outbox
             await self.close()
+
+    async def _measure_every(self, seconds: float) -> None:
+        while True:
+            await self._measure()
+            await asyncio.sleep(seconds)
 
     async def close(self) -> None:
         """Give back the relay's connection (`run` does when it stops)."""
@@ -241,8 +247,8 @@ class OutboxRelay:
 
     async def _measure(self) -> None:
         try:
-            async with self._connection.transaction() as driver:
-                depth, oldest = await driver.fetchrow(_DEPTH)
+            async with self._engine.connect() as conn:
+                depth, oldest = (await conn.execute(sa.text(_DEPTH))).one()
         except Exception as exc:  # the database is away: the gauges keep their last values
             log.warning("outbox gauges not updated: %s", type(exc).__name__)
             return

@@ -15,7 +15,7 @@ from libs.common.events import CaseSubmitted, VisitRecorded
 from libs.common.topics import CASES_SUBMITTED, VISITS_RECORDED
 from services.intake.app import create_app
 from tests.factories import Isolation, make_intake_settings, make_report
-from tests.harness import TopicWatcher, running
+from tests.harness import TopicWatcher, running, until
 from tests.services.intake.conftest import auth
 from tests.services.intake.test_worker_api import make_visit
 
@@ -64,6 +64,13 @@ async def test_reports_accepted_while_the_broker_is_paused_are_published_once_af
             ready = await client.get("/readyz")
             assert ready.status_code == 200, ready.text  # the outbox keeps intake ready
             assert ready.json()["checks"]["broker"] is False
+
+            # the relay waits on the paused broker; the gauges still tell the backlog
+            async def backlog_shows() -> bool:
+                depth = app.state.runtime.registry.get_sample_value("gridflow_outbox_depth")
+                return bool(depth is not None and depth >= 40)
+
+            await until(backlog_shows)
         finally:
             own_broker.process.send_signal(signal.SIGCONT)
         await visit("after")
