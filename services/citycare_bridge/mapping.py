@@ -1,7 +1,8 @@
 """The 数字城管 mapping, as configuration (config/citycare.yaml), and the pure decisions on it:
 a filed case → a `CaseSubmitted`, a lifecycle event → the platform's status update, the
 platform's verification → dispatch partner-API moves, a gridflow case → a task for the platform,
-and the platform's steps on a task → department-API moves.
+and the platform's steps on a task → department-API moves (and, once its 核查 passed, the
+partner-API moves that verify and close the task's case).
 
 `python -m services.citycare_bridge.mapping --config config` validates the file against the
 reference data (categories, departments, unit grids) and exits 1 with "file:line: reason" lines.
@@ -436,6 +437,22 @@ def plan_task(  # noqa: PLR0911  # one branch per step and state reads best as o
             return Plan()  # resolved already (a repeated verdict)
     what = step.type if step is not None else TASK_FILED
     return Plan(refusal=f"{what} does not apply to a case in state {state.value}")
+
+
+def plan_task_close(step: TaskVerified, *, state: CaseState, verified: bool) -> Plan:
+    """After a passed 核查 resolved a task (`plan_task`), the partner-API moves that close it: in
+    the 数字城管 loop 核查结案 is the platform's own inspectors' step, so their pass is gridflow's
+    verification too. A failed 核查 closes nothing. Pure."""
+    if not step.passed:
+        return Plan()
+    if state is CaseState.RESOLVED and not verified:
+        note = step.opinion or "数字城管核查通过"
+        return Plan((("verify", {"passed": True, "note": note}), ("close", {})))
+    if state is CaseState.RESOLVED:
+        return Plan((("close", {}),))
+    if state is CaseState.CLOSED:
+        return Plan()  # closed already (a repeated verdict)
+    return Plan(refusal=f"closing {step.type} does not apply to a case in state {state.value}")
 
 
 # --- the check command --------------------------------------------------------------------------

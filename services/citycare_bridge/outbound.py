@@ -1,5 +1,6 @@
 """The bridge's calls out: status updates and new tasks to the 数字城管 platform, the platform's
-verifications to dispatch's partner API, its steps on tasks to dispatch's department API, and
+verifications to dispatch's partner API, its steps on tasks to dispatch's department API (a
+passed 核查 of a task also verifies and closes its case through the partner API), and
 (pull mode) reading the platform's event feed. Each sender answers a queue `Result`; the queue
 (libs.common.bridge.queue) retries, keeps order per case, survives restarts."""
 
@@ -18,7 +19,13 @@ from libs.common.bridge.dispatch import Plan, carry_out
 from libs.common.bridge.queue import Message, Outcome, Result, enqueue
 from libs.common.events import CaseState
 from services.citycare_bridge.inbound import DEPARTMENT_CHANNEL, CitycareContext
-from services.citycare_bridge.mapping import TASK_FILED, TASK_RETURNS, plan_task, plan_verification
+from services.citycare_bridge.mapping import (
+    TASK_FILED,
+    TASK_RETURNS,
+    plan_task,
+    plan_task_close,
+    plan_verification,
+)
 from services.citycare_bridge.partner import (
     CaseVerified,
     CitycareEvent,
@@ -112,21 +119,48 @@ class Outbound:
         return self._failed("dispatch", result)
 
     async def to_department(self, message: Message) -> Result:
-        """The platform's steps on a task, as its department entry (sign, progress, resolve)."""
+        """The platform's steps on a task, as its department entry (sign, progress, resolve);
+        once its 核查 passed and the case is resolved, the platform's verification and close
+        through the partner API (dispatch lets the platform decide the cases its department
+        entry holds). A retried message repeats neither: the moves are planned on the case as it
+        stands and keyed by the message id."""
         step = None if message.kind == TASK_FILED else _TASK_STEP.validate_python(message.body)
 
         def steps(standing: dict[str, Any]) -> Plan:
             return plan_task(step, state=CaseState(standing["state"]))
 
-        result = await carry_out(
-            self._client,
-            case_url=f"{self._dispatch}/v1/department/cases/{message.case_id}",
-            token=self._department_token,
-            message_id=message.message_id,
-            plan=steps,
-            timeout=self._timeout,
+        result = self._failed(
+            "department",
+            await carry_out(
+                self._client,
+                case_url=f"{self._dispatch}/v1/department/cases/{message.case_id}",
+                token=self._department_token,
+                message_id=message.message_id,
+                plan=steps,
+                timeout=self._timeout,
+            ),
         )
-        return self._failed("department", result)
+        if result.outcome is not Outcome.SENT or not isinstance(step, TaskVerified):
+            return result
+        if not step.passed:
+            return result  # failed 核查: the platform's unit works on; gridflow only heard of it
+        verdict = step
+
+        def closing(standing: dict[str, Any]) -> Plan:
+            state = CaseState(standing["state"])
+            return plan_task_close(verdict, state=state, verified=bool(standing["verified"]))
+
+        return self._failed(
+            "dispatch",
+            await carry_out(
+                self._client,
+                case_url=f"{self._dispatch}/v1/partner/cases/{message.case_id}",
+                token=self._partner_token,
+                message_id=message.message_id,
+                plan=closing,
+                timeout=self._timeout,
+            ),
+        )
 
     async def feed(self, cursor: str | None) -> tuple[Sequence[CitycareEvent], str]:
         """Pull mode: GET /api/v1/events?after=<cursor>, signed; the page and its next cursor."""

@@ -35,6 +35,7 @@ from libs.common.refdata.models import (
     RoutingFile,
     RoutingTree,
     ServiceItemsFile,
+    WebhookReceiver,
     child_code_problem,
 )
 from libs.common.refdata.timewindows import TimeWindow
@@ -321,6 +322,15 @@ def department_findings(departments: DepartmentsFile) -> list[Finding]:
             ((("departments", i, "short_code"), d.short_code) for i, d in indexed), "short_code"
         ),
         *duplicate_findings(((("departments", i, "code"), d.code) for i, d in indexed), "code"),
+        # a partner platform is one department entry: the one whose cases it may decide
+        *duplicate_findings(
+            (
+                (("departments", i, "receiver", "partner"), d.receiver.partner)
+                for i, d in indexed
+                if isinstance(d.receiver, WebhookReceiver) and d.receiver.partner is not None
+            ),
+            "partner",
+        ),
     ]
 
 

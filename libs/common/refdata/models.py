@@ -327,6 +327,8 @@ ShortCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_l
 
 
 ReporterSharing = Literal["full", "masked", "none"]
+# a partner system's name as its bridge writes it in `external_ref.system` (events.ExternalRef)
+PartnerSystem = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{1,63}$")]
 # Hosts a receiver may never be: cloud metadata services answer there with credentials.
 METADATA_HOSTS = frozenset({"metadata.google.internal", "169.254.169.254", "100.100.100.200"})
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
@@ -374,6 +376,9 @@ class WebhookReceiver(FrozenModel):
     `secret_env_next` names the next secret during a rotation: while both are set every delivery
     carries two signatures. `reporter` says how much of the reporter (and of a proxy service's
     beneficiary) the department gets; `allow_private` lets the URL be a private or loopback address.
+    `partner` names the partner system (the `sub` of its partner token, e.g. `citycare`) whose
+    bridge this receiver is: that platform verifies and closes the cases its department entry
+    holds, through the partner API.
     """
 
     kind: Literal["webhook"]
@@ -382,6 +387,7 @@ class WebhookReceiver(FrozenModel):
     secret_env: SecretEnvName
     secret_env_next: SecretEnvName | None = None
     reporter: ReporterSharing = "masked"
+    partner: PartnerSystem | None = None
 
     @field_validator("url")
     @classmethod
@@ -757,6 +763,18 @@ class ReferenceData:
     grid_map: GridMap = field(default_factory=GridMap)  # unit-grid polygons; locate(lat, lon)
     service_items: Mapping[str, ServiceItem] = field(default_factory=_no_service_items)  # by code
     open311: Open311Config = field(default_factory=_no_open311)
+
+    def partner_department(self, system: str) -> str | None:
+        """The department entry that is partner `system`'s platform (its webhook receiver says
+        `partner: <system>`), or None."""
+        return next(
+            (
+                code
+                for code, dep in self.departments.items()
+                if isinstance(dep.receiver, WebhookReceiver) and dep.receiver.partner == system
+            ),
+            None,
+        )
 
     def department_by_code(self, uscc: str) -> Department | None:
         return next((dep for dep in self.departments.values() if dep.code == uscc), None)

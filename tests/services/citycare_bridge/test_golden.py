@@ -1,8 +1,8 @@
 """Golden fixtures (tests/fixtures/citycare_bridge): the 数字城管 platform's payloads and what they
 must become, both directions — filed cases → cases.submitted, lifecycle events → status updates,
 verifications → dispatch partner-API moves; dispatch's deliveries → tasks filed on the platform,
-the platform's steps on a task → department-API moves, the centre's rework or reopen → the task
-taken back."""
+the platform's steps on a task → department-API moves (and a passed 核查 → the partner-API moves
+that close it), the centre's rework or reopen → the task taken back."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from services.citycare_bridge.mapping import (
     map_case,
     new_task,
     plan_task,
+    plan_task_close,
     plan_verification,
     status_update,
     task_return,
@@ -126,3 +127,14 @@ def test_task_steps_become_the_golden_department_calls(fixture: dict[str, Any]) 
         fixture["refusal"],
         fixture["not_yet"],
     )
+
+
+@pytest.mark.parametrize("fixture", _cases("task_closings.json"), ids=lambda f: f["name"])
+def test_a_passed_task_verification_becomes_the_golden_closing_calls(
+    fixture: dict[str, Any],
+) -> None:
+    step = TaskVerified.model_validate(fixture["step"])
+    standing = fixture["standing"]
+    steps = plan_task_close(step, state=CaseState(standing["state"]), verified=standing["verified"])
+    calls = [[move, body] for move, body in steps.calls]
+    assert (calls, steps.refusal) == (fixture["calls"], fixture["refusal"])

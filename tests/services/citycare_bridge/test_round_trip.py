@@ -133,6 +133,7 @@ async def test_a_grid_workers_case_routed_to_the_platform_comes_back_closed(
         unit_grid="430281003001001",  # 湘江街道: its city appearance → 数字城管
         worker=Reporter(kind="grid_worker", worker_id="W0031", name="汪湘云"),
     )
+    stack.simulator.fail_next_verification.add(case.case_id)  # its first 核查 fails
     async with stack.running_bridge():
         await publish(stack, case)
         _, assigned = await stack.dispatch.lifecycle.wait_for(
@@ -158,42 +159,56 @@ async def test_a_grid_workers_case_routed_to_the_platform_comes_back_closed(
         }
         assert task.record["grid_id"] == "430281003001001"
         assert "汪湘云" not in str(task.record)  # the reporter stays in gridflow
+        # the platform's 核查 passed: its inspectors' pass is gridflow's verification and close
+        _, verified = await stack.dispatch.lifecycle.wait_for(
+            moved(case.case_id, Transition.VERIFIED)
+        )
+        _, closed = await stack.dispatch.lifecycle.wait_for(moved(case.case_id, Transition.CLOSED))
+        assert isinstance(verified, CaseLifecycleEvent) and isinstance(closed, CaseLifecycleEvent)
+        for decided in (verified, closed):
+            assert (decided.actor.kind, decided.actor.id) == ("partner", "citycare")
+        assert (verified.note, closed.version) == ("监督员现场核查通过", resolved.version + 2)
         moves = [
             p.transition
             for _, p in stack.dispatch.lifecycle.seen
             if isinstance(p, CaseLifecycleEvent) and p.case_id == case.case_id
         ]
         assert moves[:3] == [Transition.RECEIVED, Transition.ASSIGNED, Transition.SIGNED]
-        assert moves.count(Transition.PROGRESSED) == 3  # 派遣, 处置, 反馈
-        # the grid centre finds the result wanting: the platform handles the task again
+        # 派遣, 处置, 反馈, the failed 核查 (a note: the platform's unit works on), 反馈 again
+        assert moves[3:] == [Transition.PROGRESSED] * 5 + [
+            Transition.RESOLVED,
+            Transition.VERIFIED,
+            Transition.CLOSED,
+        ]
         operator = {"Authorization": f"Bearer {make_operator_token(['430281003'])}"}
-
-        async def centre(move: str, body: dict[str, Any]) -> None:
-            response = await stack.dispatch.client.post(
-                f"/v1/operator/cases/{case.case_id}/{move}", json=body, headers=operator
-            )
-            assert response.status_code == 200, response.text
-
-        await centre("verify", {"passed": False, "note": "配电箱侧面仍有残留"})
+        shown = await stack.dispatch.client.get(
+            f"/v1/operator/cases/{case.case_id}", headers=operator
+        )
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["state"] == "closed"  # without any step of the grid centre
+        # the grid centre may still reopen it: the platform handles the task again and closes it
+        reopened = await stack.dispatch.client.post(
+            f"/v1/operator/cases/{case.case_id}/reopen",
+            json={"reason": "居民反映配电箱侧面仍有残留"},
+            headers=operator,
+        )
+        assert reopened.status_code == 200, reopened.text
         returned = await wait_case(stack.simulator, number, lambda c: len(c.updates) == 1)
-        assert returned.updates[0]["action"] == "rework"
-        assert returned.updates[0]["note"] == "配电箱侧面仍有残留"
+        assert returned.updates[0]["action"] == "reopened"
+        assert returned.updates[0]["reason"] == "居民反映配电箱侧面仍有残留"
 
-        def resolved_twice(_: object, payload: object) -> bool:
-            return (
-                sum(
-                    isinstance(p, CaseLifecycleEvent)
-                    and p.case_id == case.case_id
-                    and p.transition is Transition.RESOLVED
-                    for _, p in stack.dispatch.lifecycle.seen
-                )
-                == 2
-            )
+        def closings() -> list[CaseLifecycleEvent]:
+            return [
+                p
+                for _, p in stack.dispatch.lifecycle.seen
+                if isinstance(p, CaseLifecycleEvent)
+                and p.case_id == case.case_id
+                and p.transition is Transition.CLOSED
+            ]
 
-        await stack.dispatch.lifecycle.wait_for(resolved_twice)
-        await centre("verify", {"passed": True})
-        await centre("close", {})
-        await stack.dispatch.lifecycle.wait_for(moved(case.case_id, Transition.CLOSED))
+        await stack.dispatch.lifecycle.wait_for(lambda _, __: len(closings()) == 2)
+        again = closings()[1]
+        assert (again.actor.kind, again.actor.id) == ("partner", "citycare")
         assert stack.simulator.cases[number].state == "已结案"
         assert list(stack.simulator.tasks) == [case.case_id]  # one platform case throughout
         counts = await stack.counts()

@@ -206,6 +206,32 @@ def test_duplicate_short_codes(tmp_path: Path) -> None:
     )
 
 
+def test_a_partner_platform_is_one_department_entry(tmp_path: Path) -> None:
+    platform = "\n      partner: citycare"
+    departments = make_departments(
+        make_department() + platform, make_department("yingji", code=OTHER_USCC) + platform
+    )
+
+    issue = only_issue(write_config(tmp_path, departments=departments))
+
+    assert issue.line == line_with(departments, "partner:", 2)
+    assert issue.reason == (
+        "departments[1].receiver.partner: duplicate partner 'citycare' (first at line 11)"
+    )
+
+
+def test_the_partner_names_the_department_that_is_its_platform(tmp_path: Path) -> None:
+    departments = make_departments(
+        make_department(),
+        make_department("yingji", code=OTHER_USCC) + "\n      partner: citycare",
+    )
+
+    refdata = load_reference_data(write_config(tmp_path, departments=departments))
+
+    assert refdata.partner_department("citycare") == "yingji"
+    assert refdata.partner_department("hotline12345") is None
+
+
 def test_missing_field_points_at_its_parent(tmp_path: Path) -> None:
     categories = "categories:\n  - code: city.garbage\n"
 

@@ -130,6 +130,16 @@ def test_the_reporter_setting_defaults_to_masked_and_takes_three_values() -> Non
         Department.model_validate(make_receiver(reporter="everything"))
 
 
+def test_a_receiver_may_name_the_partner_platform_it_is() -> None:
+    assert Department.model_validate(make_department()).receiver.partner is None  # type: ignore[union-attr]
+    bridge = Department.model_validate(make_receiver(partner="citycare"))
+    assert bridge.receiver.partner == "citycare"  # type: ignore[union-attr]
+    with pytest.raises(ValidationError, match="partner"):
+        Department.model_validate(make_receiver(partner="City Care"))
+    with pytest.raises(ValidationError, match="partner"):
+        Department.model_validate(make_department(receiver={"kind": "pull", "partner": "citycare"}))
+
+
 def test_a_rotation_names_a_second_variable() -> None:
     rotating = Department.model_validate(
         make_receiver(secret_env_next="GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN_NEXT")
