@@ -114,10 +114,12 @@ class HeldConnection:
                 await conn.close()
 
 
-async def driver_of(session: AsyncSession) -> asyncpg.Connection:
+async def driver_of(session: AsyncSession | asyncpg.Connection) -> asyncpg.Connection:
     """The asyncpg connection under `session`, inside the session's transaction, for hot
-    statements that skip SQLAlchemy (positional `$n` parameters). The session's pending ORM
-    changes are flushed first, so the statements see them."""
+    statements that skip SQLAlchemy (positional `$n` parameters); given one already, that one.
+    The session's pending ORM changes are flushed first, so the statements see them."""
+    if isinstance(session, asyncpg.Connection):
+        return session
     await session.flush()
     conn = await session.connection()
     raw = await conn.get_raw_connection()

@@ -16,11 +16,11 @@ from datetime import datetime
 import asyncpg
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from libs.common.clock import Clock
 from libs.common.contract import Contract
-from libs.common.db import HeldConnection, outbox
+from libs.common.db import HeldConnection, driver_of, outbox
 from libs.common.envelope import Envelope, RawJson
 from libs.common.ids import new_event_id
 from libs.common.kafka import Publisher
@@ -76,20 +76,10 @@ _STAGE_MANY_SQL = """
          WITH ORDINALITY AS t(tp, k, i, ty, ti, d, n)
     ORDER BY n
 """
-_STAGE_MANY = sa.text(  # the same, with named parameters, for SQLAlchemy
-    """
-    INSERT INTO outbox (topic, key, event_id, event_type, source, event_time, data, created_at)
-    SELECT tp, k, i, ty, :source, ti, d::jsonb, ti
-    FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:ids AS text[]),
-                CAST(:types AS text[]), CAST(:times AS timestamptz[]), CAST(:datas AS text[]))
-         WITH ORDINALITY AS t(tp, k, i, ty, ti, d, n)
-    ORDER BY n
-    """
-)
 
 
 async def stage_many(
-    session: AsyncSession | AsyncConnection | asyncpg.Connection,
+    session: AsyncSession | asyncpg.Connection,
     *,
     topic: Topic,
     events: Sequence[tuple[Contract, str, datetime]],
@@ -103,13 +93,13 @@ async def stage_many(
 
 
 async def stage_events(
-    session: AsyncSession | AsyncConnection | asyncpg.Connection,
+    session: AsyncSession | asyncpg.Connection,
     *,
     events: Sequence[tuple[Topic, Contract, str, datetime]],
     source: str,
 ) -> list[Envelope]:
     """`stage_many` for events of several topics (topic, payload, key, time), in the order given
-    (through SQLAlchemy, or straight through an asyncpg connection in a transaction)."""
+    (in the session's transaction, or straight through an asyncpg connection in a transaction)."""
     envelopes = [
         Envelope(
             id=new_event_id(at),
@@ -132,13 +122,8 @@ async def stage_events(
         [e.time for e in envelopes],
         [e.data.text for e in envelopes],
     )
-    if isinstance(session, asyncpg.Connection):
-        await session.execute(_STAGE_MANY_SQL, source, *columns)
-    else:
-        names = ("topics", "keys", "ids", "types", "times", "datas")
-        await session.execute(
-            _STAGE_MANY, {"source": source, **dict(zip(names, columns, strict=True))}
-        )
+    driver = await driver_of(session)
+    await driver.execute(_STAGE_MANY_SQL, source, *columns)
     return envelopes
 
 

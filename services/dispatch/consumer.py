@@ -593,7 +593,7 @@ async def record_transitions(
 ) -> None:
     """`record_transition` of many events, in order, with set-based statements: one search for
     the followers of them all, and multi-row inserts of the audit rows and staged events."""
-    driver = session if isinstance(session, asyncpg.Connection) else await driver_of(session)
+    driver = await driver_of(session)
     primaries = sorted({e.case_id for e in events if e.merged_into is None})
     followers: dict[str, list[CaseView]] = {}
     if primaries:
@@ -667,7 +667,7 @@ async def write_transitions(
     """The audit rows and staged `cases.lifecycle` events of transitions (no followers)."""
     if not events:
         return
-    driver = session if isinstance(session, asyncpg.Connection) else await driver_of(session)
+    driver = await driver_of(session)
     envelopes = await stage_many(
         driver,
         topic=CASES_LIFECYCLE,
