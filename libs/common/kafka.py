@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
+import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +79,41 @@ class _JoinListener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped
         self._joined.set()
 
 
+def murmur2(data: bytes) -> int:
+    """The Java client's murmur2 (Utils.murmur2), which its default partitioner hashes keys with.
+
+    The same values as aiokafka's pure-Python version, in a third of the time: the words are
+    unpacked at once rather than assembled byte by byte (a test compares the two)."""
+    length = len(data)
+    m = 0x5BD1E995
+    h = 0x9747B28C ^ length
+    for word in struct.unpack_from(f"<{length >> 2}I", data):
+        k = (word * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        h = ((h * m) & 0xFFFFFFFF) ^ ((k * m) & 0xFFFFFFFF)
+    tail = length & 3
+    if tail:
+        base = length - tail
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def partition_for(
+    key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]
+) -> int:
+    """The Java client's (and aiokafka's) default partitioner: a key always lands on the same
+    partition, whichever producer sends it; a record without a key on any available one."""
+    if key is None:
+        return random.choice(available or all_partitions)  # noqa: S311  # spreading, not secrecy
+    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+
+
 def _producer(bootstrap_servers: str, request_timeout_ms: int) -> AIOKafkaProducer:
     # acks=all without the idempotent producer: the outbox and idempotent consumers give the
     # guarantees (DESIGN.md: InitProducerId fails on the embedded broker).
@@ -88,6 +125,7 @@ def _producer(bootstrap_servers: str, request_timeout_ms: int) -> AIOKafkaProduc
         # again (a duplicate the consumers drop by ce_id): longer than the outages we expect
         request_timeout_ms=request_timeout_ms,
         enable_idempotence=False,
+        partitioner=partition_for,
     )
 
 

@@ -8,6 +8,7 @@ import base64
 import dataclasses
 import itertools
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from typing import Any, TypeVar
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from prometheus_client import CollectorRegistry
 
 from libs.common.clock import FrozenClock
@@ -39,6 +42,8 @@ from libs.common.kafka import (
     Publisher,
     TopicNames,
     ensure_topics,
+    murmur2,
+    partition_for,
 )
 from libs.common.topics import CASES_SUBMITTED, DEADLETTER
 from services.intake.settings import IntakeSettings
@@ -528,3 +533,36 @@ async def test_the_lag_gauge_shows_a_stuck_handler_and_returns_to_zero(bench: Be
         release.set()
         await until(caught_up)
     assert await bench.committed() == 5
+
+
+# Kafka's own test vectors for Utils.murmur2 (signed Java ints)
+MURMUR2_VECTORS = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+@pytest.mark.parametrize(("data", "expected"), MURMUR2_VECTORS.items())
+def test_murmur2_matches_the_java_client(data: bytes, expected: int) -> None:
+    assert murmur2(data) == expected & 0xFFFFFFFF
+
+
+def test_murmur2_and_the_partitioner_agree_with_aiokafka_for_every_length() -> None:
+    chooser = random.Random(7)
+    partitions = list(range(12))
+    for length in range(64):
+        for _ in range(50):
+            data = chooser.randbytes(length)
+            assert murmur2(data) == aiokafka_murmur2(data)
+            assert partition_for(data, partitions, partitions) == DefaultPartitioner()(
+                data, partitions, partitions
+            )
+
+
+def test_a_record_without_key_goes_to_an_available_partition() -> None:
+    assert partition_for(None, [0, 1, 2], [2]) == 2
+    assert partition_for(None, [0, 1, 2], []) in {0, 1, 2}
