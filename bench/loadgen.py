@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 RequestFactory = Callable[[int], bytes]
@@ -61,15 +61,22 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
 
 
 async def closed_loop(
-    host: str, port: int, make: RequestFactory, *, connections: int, seconds: float
+    host: str,
+    port: int | Sequence[int],
+    make: RequestFactory,
+    *,
+    connections: int,
+    seconds: float,
 ) -> Stats:
-    """As fast as `connections` clients can go, each waiting for its answer."""
+    """As fast as `connections` clients can go, each waiting for its answer (with several ports,
+    the clients are spread over them in turn: one server's instances)."""
     stats = Stats()
     counter = iter(range(10**12))
     deadline = time.perf_counter() + seconds
+    ports = [port] if isinstance(port, int) else list(port)
 
-    async def client() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def client(number: int) -> None:
+        reader, writer = await asyncio.open_connection(host, ports[number % len(ports)])
         try:
             while time.perf_counter() < deadline:
                 raw = make(next(counter))
@@ -85,7 +92,7 @@ async def closed_loop(
             writer.close()
 
     stats.started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(connections)))
+    await asyncio.gather(*(client(number) for number in range(connections)))
     stats.finished = time.perf_counter()
     return stats
 

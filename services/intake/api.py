@@ -62,7 +62,16 @@ Decision = tuple[list[Staged], Accepted]
 
 
 def fingerprint(route: str, model: Contract) -> str:
-    return hashlib.sha256(f"{route}\n{model.model_dump_json()}".encode()).hexdigest()
+    """What makes two requests with one idempotency key "the same": the route and the validated
+    body. A batch item's `kind` is left out: it names the route, so a batch item and the same
+    item sent alone have one fingerprint."""
+    exclude = _NOT_FINGERPRINTED if "kind" in type(model).model_fields else None
+    # the JSON as bytes, as `model_dump_json` would give it encoded
+    dumped = model.__pydantic_serializer__.to_json(model, exclude=exclude)
+    return hashlib.sha256(route.encode() + b"\n" + dumped).hexdigest()
+
+
+_NOT_FINGERPRINTED = {"kind"}
 
 
 def decide(work: Work, *, state: IntakeState, principal: Principal, now: datetime) -> Decision:
@@ -114,7 +123,7 @@ async def _accept_one(
         state.count(SOURCE, refusal(exc.code, exc.path))
         raise
     key = key or work.client_id
-    body = answer.model_dump(mode="json", exclude_none=True)
+    body = answer.body()
     claim = None
     if key is not None:
         claim = Claim(f"worker:{principal.subject}", key, fingerprint(route, work), 202, body)
@@ -266,6 +275,33 @@ _KINDS: dict[str, tuple[str, TypeAdapter[Any]]] = {
 }
 
 
+# The common case, a batch whose every item is valid, is validated in one pass over the raw body
+# by these typed items (the models above plus their `kind`); any error sends the batch through
+# `_parse_item`, item by item, which names each refused item's field and reason.
+class _BatchedReport(WorkerReport):
+    kind: Literal["report"]
+
+
+class _BatchedProxyService(ProxyServiceRequest):
+    kind: Literal["proxy_service"]
+
+
+class _BatchedVisit(VisitReport):
+    kind: Literal["visit"]
+
+
+class _TypedBatch(Contract):
+    items: Annotated[
+        list[
+            Annotated[
+                _BatchedReport | _BatchedProxyService | _BatchedVisit,
+                Field(discriminator="kind"),
+            ]
+        ],
+        Field(min_length=1),
+    ]
+
+
 def _parse_item(index: int, item: dict[str, Any]) -> tuple[str, Work] | ItemResult:
     raw = dict(item)
     kind = raw.pop("kind", None)
@@ -288,6 +324,10 @@ def _parse_item(index: int, item: dict[str, Any]) -> tuple[str, Work] | ItemResu
             for e in exc.errors()
         ]
         return ItemResult(index=index, client_id=client_id, status="refused", errors=tuple(errors))
+    return _with_client_id(index, route, work)
+
+
+def _with_client_id(index: int, route: str, work: Work) -> tuple[str, Work] | ItemResult:
     if work.client_id is None:
         return ItemResult(
             index=index,
@@ -295,12 +335,33 @@ def _parse_item(index: int, item: dict[str, Any]) -> tuple[str, Work] | ItemResu
             status="refused",
             errors=(
                 {
-                    "path": f"{prefix}.client_id",
+                    "path": f"body.items.{index}.client_id",
                     "reason": "required in a batch (it makes retries safe)",
                 },
             ),
         )
     return route, work
+
+
+async def _parse_batch(request: Request, limit: int) -> list[tuple[str, Work] | ItemResult]:
+    """Each item's route and validated body, or its refusal (raises for a malformed batch)."""
+    try:
+        typed: _TypedBatch | None = _TypedBatch.model_validate_json(await request.body())
+    except ValidationError:
+        typed = None
+    if typed is None:
+        batch = await parse_body(request, BatchRequest)  # the body was read once and kept
+        _check_size(len(batch.items), limit)
+        return [_parse_item(index, item) for index, item in enumerate(batch.items)]
+    _check_size(len(typed.items), limit)
+    return [
+        _with_client_id(index, _KINDS[work.kind][0], work) for index, work in enumerate(typed.items)
+    ]
+
+
+def _check_size(items: int, limit: int) -> None:
+    if items > limit:
+        raise ApiError(422, "invalid_request", f"at most {limit} items", path="body.items")
 
 
 @router.post(
@@ -312,16 +373,12 @@ def _parse_item(index: int, item: dict[str, Any]) -> tuple[str, Work] | ItemResu
 )
 async def submit_batch(request: Request) -> Response:
     state, worker = _caller(request)
-    batch = await parse_body(request, BatchRequest)
-    limit = state.settings.batch_max_items
-    if len(batch.items) > limit:
-        raise ApiError(422, "invalid_request", f"at most {limit} items", path="body.items")
+    items = await _parse_batch(request, state.settings.batch_max_items)
     now = state.runtime.clock.now()
-    results: list[ItemResult | None] = [None] * len(batch.items)
+    results: list[ItemResult | None] = [None] * len(items)
     pending: list[tuple[int, Work, Accepted]] = []
     submissions: list[tuple[Sequence[Staged], Claim | None]] = []
-    for index, item in enumerate(batch.items):
-        parsed = _parse_item(index, item)
+    for index, parsed in enumerate(items):
         if isinstance(parsed, ItemResult):
             results[index] = parsed
             continue
@@ -337,7 +394,7 @@ async def submit_batch(request: Request) -> Response:
                 errors=({"path": path, "reason": exc.reason},),
             )
             continue
-        body = answer.model_dump(mode="json", exclude_none=True)
+        body = answer.body()
         assert work.client_id is not None  # noqa: S101  # checked by _parse_item
         claim = Claim(
             f"worker:{worker.subject}", work.client_id, fingerprint(route, work), 202, body

@@ -101,6 +101,15 @@ class Accepted(Contract):
     case_id: str | None = None
     visit_id: str | None = None
 
+    def body(self) -> dict[str, str]:
+        """The JSON answer: `model_dump(mode="json", exclude_none=True)`, without its cost."""
+        body: dict[str, str] = {"status": self.status}
+        if self.case_id is not None:
+            body["case_id"] = self.case_id
+        if self.visit_id is not None:
+            body["visit_id"] = self.visit_id
+        return body
+
 
 def _refuse(path: str, reason: str, status: int = 422) -> ApiError:
     code = "forbidden" if status == 403 else "invalid_request"
@@ -124,6 +133,13 @@ def resolve_grid(
         raise _refuse(f"{path}.unit_grid", "unknown unit grid")
     check_served(unit_grid, principal=principal, refdata=refdata, path=f"{path}.unit_grid")
     return unit_grid
+
+
+def _located(location: Location, unit_grid: str) -> Location:
+    """The location with its unit grid filled in (the same object when it was given)."""
+    if location.unit_grid == unit_grid:
+        return location
+    return location.model_copy(update={"unit_grid": unit_grid})
 
 
 def check_served(
@@ -179,7 +195,7 @@ def accept_report(
         urgency=report.urgency,
         title=report.title,
         description=report.description,
-        location=report.location.model_copy(update={"unit_grid": unit_grid}),
+        location=_located(report.location, unit_grid),
         reporter=Reporter(kind="grid_worker", worker_id=principal.subject),
         attachments=report.attachments,
         occurred_at=report.occurred_at,
@@ -214,7 +230,7 @@ def accept_proxy_service(
         urgency=Urgency.ROUTINE,
         title=f"帮代办：{item.name}"[:200],
         description=description[:4000],
-        location=request.location.model_copy(update={"unit_grid": unit_grid}),
+        location=_located(request.location, unit_grid),
         reporter=Reporter(kind="grid_worker", worker_id=principal.subject),
         attachments=request.documents,
         occurred_at=now,

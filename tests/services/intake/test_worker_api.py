@@ -290,6 +290,43 @@ async def test_batch_gives_each_item_its_result_and_a_retry_creates_nothing(
     assert len(await outbox_rows(app)) == 3
 
 
+async def test_a_batch_item_and_the_same_item_sent_alone_are_one_request(intake: Intake) -> None:
+    """An all-valid batch is validated in one pass (typed items that carry `kind`); its items
+    must still fingerprint as the same item sent to its own endpoint, both ways round."""
+    app, client = intake
+    report, visit, proxy = (
+        make_report(client_id=client_id()),
+        make_visit(client_id=client_id()),
+        make_proxy(client_id=client_id()),
+    )
+    alone = await client.post("/v1/reports", json=report, headers=auth())
+    assert alone.status_code == 202, alone.text
+    items = [
+        {"kind": "report", **report},
+        {"kind": "visit", **visit},
+        {"kind": "proxy_service", **proxy},
+        {"kind": "visit", **make_visit()},  # valid, but a batch needs the client_id
+    ]
+    batch = (await client.post("/v1/batch", json={"items": items}, headers=auth())).json()
+    assert [r["status"] for r in batch["results"]] == [
+        "replayed",
+        "accepted",
+        "accepted",
+        "refused",
+    ]
+    assert batch["results"][0]["case_id"] == alone.json()["case_id"]
+    assert batch["results"][3]["errors"] == [
+        {"path": "body.items.3.client_id", "reason": "required in a batch (it makes retries safe)"}
+    ]
+    again = await client.post("/v1/visits", json=visit, headers=auth())
+    assert again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["visit_id"] == batch["results"][1]["visit_id"]
+    proxy_again = await client.post("/v1/proxy-services", json=proxy, headers=auth())
+    assert proxy_again.json()["case_id"] == batch["results"][2]["case_id"]
+    assert len(await outbox_rows(app)) == 3
+
+
 async def test_a_batch_reusing_a_client_id_for_another_item_gets_conflict(intake: Intake) -> None:
     _, client = intake
     cid = client_id()
