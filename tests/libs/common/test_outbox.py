@@ -6,12 +6,13 @@ overtake each other on a key, the gauges show an outbox that cannot drain, and a
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from deploy.embedded import EmbeddedBroker, start_broker
 from libs.common.clock import FrozenClock
-from libs.common.db import create_engine, migrate, outbox, session_factory
-from libs.common.envelope import Envelope
+from libs.common.db import HeldConnection, create_engine, migrate, outbox, session_factory
+from libs.common.envelope import Envelope, KafkaRecord, encode
 from libs.common.kafka import Publisher, TopicNames, ensure_topics
-from libs.common.outbox import OutboxMetrics, OutboxRelay, stage
+from libs.common.outbox import _UNPUBLISHED, OutboxMetrics, OutboxRelay, _record, stage
 from libs.common.topics import CASES_SUBMITTED, Topic
 from tests.factories import Isolation
 from tests.harness import WAIT_SECONDS, TopicWatcher, until
@@ -49,15 +50,17 @@ class WatchedPublisher(Publisher):
         self.handed: list[str] = []
         self._changed = asyncio.Condition()
 
-    async def enqueue(self, topic: Topic, envelope: Envelope) -> asyncio.Future[Any]:
+    async def hand_over(
+        self, records: Sequence[tuple[Topic, KafkaRecord]]
+    ) -> list[asyncio.Future[Any]]:
         if self.gate is not None:
             self.at_gate.set()
             await self.gate.wait()
-        future = await super().enqueue(topic, envelope)
+        futures = await super().hand_over(records)
         async with self._changed:
-            self.handed.append(envelope.id)
+            self.handed.extend(dict(record.headers)["ce_id"].decode() for _, record in records)
             self._changed.notify_all()
-        return future
+        return futures
 
     async def wait_handed(self, ids: list[str]) -> None:
         async with asyncio.timeout(WAIT_SECONDS), self._changed:
@@ -380,3 +383,37 @@ async def test_a_broker_outage_keeps_the_rows_and_publishes_each_once_after(
             await bench.all_published()
             async with bench.watcher(bootstrap=bootstrap) as watcher:
                 await seen_exactly_once(bench, watcher, before + during + more, keys)
+
+
+async def test_the_relay_sends_each_row_as_encode_would_send_its_envelope(bench: Bench) -> None:
+    """The relay encodes rows without building envelopes, with the time formatted by PostgreSQL:
+    key and headers byte for byte those `encode` makes of the staged envelope, whatever the zone
+    and the microseconds of its time."""
+    times = [
+        datetime(2026, 3, 2, 17, 30, 0, 5, tzinfo=timezone(timedelta(hours=8))),
+        datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 7, 1, 0, 0, tzinfo=UTC),
+    ]
+    keys = new_keys(len(times))
+    async with bench.sessions() as session, session.begin():
+        staged = [
+            await stage(
+                session,
+                topic=CASES_SUBMITTED,
+                payload=make_case_submitted(case_id=key),
+                key=key,
+                source=SOURCE,
+                now=moment,
+            )
+            for key, moment in zip(keys, times, strict=True)
+        ]
+    connection = HeldConnection(bench.engine)
+    try:
+        async with connection.transaction() as driver:
+            rows = await driver.fetch(_UNPUBLISHED, 10)
+    finally:
+        await connection.close()
+    records, expected = [_record(row) for row in rows], [encode(e) for e in staged]
+    assert [(r.key, r.headers) for r in records] == [(r.key, r.headers) for r in expected]
+    # the data as PostgreSQL stores it (jsonb: its own key order), the same JSON
+    assert [json.loads(r.value) for r in records] == [json.loads(r.value) for r in expected]
