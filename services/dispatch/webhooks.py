@@ -215,9 +215,12 @@ _STORE_RECEIVERS = """
         updated_at = $9
     WHERE department = $1
 """
+# attempts this instance has had answered but not yet recorded are no longer in flight at the
+# receiver: left out, so a department's window refills as answers come, not as they are recorded
 _IN_FLIGHT = """
     SELECT department, count(*) FROM deliveries
     WHERE department = ANY($1::text[]) AND leased_until > $2 AND status = 'pending'
+        AND delivery_id <> ALL($3::text[])
     GROUP BY department
 """  # deliveries_leased: only the leased rows
 # per department its oldest due deliveries up to its free slots, locked and leased at once
@@ -349,6 +352,7 @@ class Deliverer:
         self._random = random.Random()  # noqa: S311  # jitter, not security
         self._inflight: set[asyncio.Task[None]] = set()
         self._answered: list[tuple[Leased, Attempt]] = []  # attempts not yet recorded
+        self._recording_now: list[tuple[Leased, Attempt]] = []  # the recorder's current round
         self._to_record = asyncio.Event()
         # the lease loop and the recorder each keep a connection: no pool round trip per round
         self._leasing = HeldConnection(runtime.engine)
@@ -395,12 +399,15 @@ class Deliverer:
             answered, self._answered = self._answered, []
             if not answered:
                 continue
+            self._recording_now = answered
             try:
                 await self._record(answered)
             except Exception as exc:  # the leases run out and the deliveries are tried again
                 log.warning(
                     "%d delivery answers not recorded: %s", len(answered), type(exc).__name__
                 )
+            finally:
+                self._recording_now = []
             self._runtime.relay.wake()
             self._wake.set()  # their departments' slots are free now
 
@@ -434,7 +441,10 @@ class Deliverer:
                 return []
             receivers = await self._locked_receivers(driver, due, now, skip_locked=True)
             usable = [r for r in receivers if not r.disabled]
-            in_flight = dict(await driver.fetch(_IN_FLIGHT, [r.department for r in usable], now))
+            answered = [d.delivery_id for d, _ in (*self._recording_now, *self._answered)]
+            in_flight = dict(
+                await driver.fetch(_IN_FLIGHT, [r.department for r in usable], now, answered)
+            )
             slots: dict[str, int] = {}
             for receiver in usable:
                 free = self._slots(receiver, now, capacity, in_flight.get(receiver.department, 0))

@@ -315,6 +315,7 @@ class SlowDepartment:
     def __init__(self) -> None:
         self.held = 0
         self.most = 0
+        self.received = 0
         self.changed = asyncio.Condition()
         self.release = asyncio.Event()
 
@@ -324,6 +325,7 @@ class SlowDepartment:
     async def _receive(self, _: Request) -> JSONResponse:
         async with self.changed:
             self.held += 1
+            self.received += 1
             self.most = max(self.most, self.held)
             self.changed.notify_all()
         await self.release.wait()
@@ -335,6 +337,10 @@ class SlowDepartment:
     async def wait_held(self, count: int) -> None:
         async with asyncio.timeout(WAIT_SECONDS), self.changed:
             await self.changed.wait_for(lambda: self.held >= count)
+
+    async def wait_received(self, count: int) -> None:
+        async with asyncio.timeout(WAIT_SECONDS), self.changed:
+            await self.changed.wait_for(lambda: self.received >= count)
 
 
 @pytest.fixture
@@ -384,6 +390,47 @@ async def test_at_most_n_attempts_per_department_and_none_holds_a_row_lock(
         for case in cases:
             await stack.lifecycle.wait_for(_is(case.case_id, Transition.ASSIGNED))
         assert slow.most == 2
+
+
+async def test_a_department_window_refills_as_answers_come_not_as_they_are_recorded(
+    isolation: Isolation,
+    tmp_path: Path,
+    slow_department: tuple[SlowDepartment, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With one attempt allowed at a time and the recorder held back, the department's next
+    deliveries still go out one after another: an answered attempt is no longer in flight."""
+    slow, base_url = slow_department
+
+    def to_slow(text: str) -> str:
+        return re.sub(
+            r"http://127\.0\.0\.1:\d+/departments/chengguan",
+            f"{base_url}/departments/chengguan",
+            text,
+        )
+
+    async with dispatch_stack_with(
+        isolation, tmp_path, departments=to_slow, delivery_concurrency_per_department=1
+    ) as stack:
+        deliverer = stack.app.state.deliverer
+        recording = asyncio.Event()
+        record = deliverer._record
+
+        async def held_back(answered: Any) -> None:
+            await recording.wait()
+            await record(answered)
+
+        monkeypatch.setattr(deliverer, "_record", held_back)
+        cases = [make_case() for _ in range(3)]
+        for case in cases:
+            await publish(stack, case)
+        await slow.wait_held(1)
+        slow.release.set()
+        await slow.wait_received(3)  # none of them recorded yet
+        assert slow.most == 1
+        recording.set()
+        for case in cases:
+            await stack.lifecycle.wait_for(_is(case.case_id, Transition.ASSIGNED))
 
 
 # --- dead letters and replay ----------------------------------------------------------------------
