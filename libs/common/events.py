@@ -97,13 +97,15 @@ class Reporter(Contract):
 
     def masked(self) -> Reporter:
         """The same reporter with name, phone and ID number masked (DOMAIN.md §6)."""
-        return self.model_copy(
-            update={
-                "name": mask_name(self.name),
-                "phone": mask_phone(self.phone),
-                "id_number": mask_id_number(self.id_number),
-            }
-        )
+        return self.model_copy(update=self.masked_values())
+
+    def masked_values(self) -> dict[str, str | None]:
+        """What `masked` replaces: name, phone and ID number, masked."""
+        return {
+            "name": mask_name(self.name),
+            "phone": mask_phone(self.phone),
+            "id_number": mask_id_number(self.id_number),
+        }
 
     def withheld(self) -> Reporter:
         return Reporter(kind=self.kind, anonymous=True)

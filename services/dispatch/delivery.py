@@ -189,8 +189,14 @@ class WebhookPayload(Contract):
 def _person(person: Reporter | None, sharing: ReporterSharing) -> SharedPerson | None:
     if person is None or sharing == "none":
         return None
-    shown = person.masked() if sharing == "masked" else person
-    return SharedPerson.model_validate(shown.model_dump())
+    # every field of the reporter (SharedPerson refuses one it does not know), masked or not
+    values: dict[str, Any] = {name: getattr(person, name) for name in _PERSON_FIELDS}
+    if sharing == "masked":
+        values.update(person.masked_values())
+    return SharedPerson(**values)
+
+
+_PERSON_FIELDS = tuple(Reporter.model_fields)
 
 
 def shared_case(case: CaseSubmitted, sharing: ReporterSharing) -> SharedCase:
