@@ -254,27 +254,40 @@ def receiver_config(target: Path, receiver_base: str) -> ReferenceData:
 
 
 @contextlib.asynccontextmanager
-async def dispatch_process(env: dict[str, str], *, profile: Path | None) -> AsyncIterator[int]:
-    log = REPO / ".run" / "bench-services-dispatch.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    runner = ["-m", "bench.sampler", str(profile)] if profile else []
-    with log.open("wb") as out:  # the child keeps its own descriptor
-        process = subprocess.Popen(  # noqa: S603, ASYNC220  # our own module; started once
-            [sys.executable, *runner, "-m", "services.dispatch"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+async def dispatch_process(
+    env: dict[str, str], *, profile: Path | None, instances: int = 1
+) -> AsyncIterator[list[int]]:
+    """`instances` dispatch processes (one consumer group; the first on the environment's port,
+    and the only one profiled); yields their pids."""
+    processes = []
     try:
-        yield process.pid
+        for number in range(1, instances + 1):
+            port = env["GRIDFLOW_HTTP_PORT"] if number == 1 else str(free_port())
+            suffix = "" if number == 1 else f"-{number}"
+            log = REPO / ".run" / f"bench-services-dispatch{suffix}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            runner = ["-m", "bench.sampler", str(profile)] if profile and number == 1 else []
+            with log.open("wb") as out:  # the child keeps its own descriptor
+                processes.append(
+                    subprocess.Popen(  # noqa: S603, ASYNC220  # our own module; started once
+                        [sys.executable, *runner, "-m", "services.dispatch"],
+                        cwd=REPO,
+                        env={**env, "GRIDFLOW_HTTP_PORT": port},
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        yield [process.pid for process in processes]
     finally:
         # SIGINT, not SIGTERM: uvicorn re-raises the signal after its graceful shutdown, and
         # an interrupt (KeyboardInterrupt) still lets the sampler write its file
-        process.send_signal(signal.SIGINT)
-        await asyncio.to_thread(process.wait, 60)
-    if process.returncode not in (0, -signal.SIGINT) and not profile:
-        raise PhaseError(f"dispatch exited with {process.returncode}: see {log}")
+        for process in processes:
+            process.send_signal(signal.SIGINT)
+        for process in processes:
+            await asyncio.to_thread(process.wait, 60)
+    for process in processes:
+        if process.returncode not in (0, -signal.SIGINT) and not profile:
+            raise PhaseError(f"dispatch exited with {process.returncode}: see .run/bench-*.log")
 
 
 class CpuMeter:
@@ -530,8 +543,26 @@ async def count_lifecycle(*, bootstrap: str, topic: str, group: str, expected: i
     return seen
 
 
+def _measured_processes(dispatch: list[int], servers: Servers) -> dict[str, int]:
+    pids = {
+        ("dispatch" if len(dispatch) == 1 else f"dispatch {number}"): pid
+        for number, pid in enumerate(dispatch, start=1)
+    }
+    pids["bench (receiver)"] = os.getpid()
+    if servers.broker:
+        pids["broker"] = servers.broker.process.pid
+    return pids
+
+
 async def dispatch_round(
-    servers: Servers, *, tag: str, cases: int, seed: int, profile: Path | None, workdir: Path
+    servers: Servers,
+    *,
+    tag: str,
+    cases: int,
+    seed: int,
+    profile: Path | None,
+    workdir: Path,
+    instances: int = 1,
 ) -> dict[str, Any]:
     names = TopicNames(f"{tag}.")
     raw_in, raw_out = f"{tag}.bench.raw-in", f"{tag}.bench.raw-out"
@@ -566,11 +597,9 @@ async def dispatch_round(
     engine = create_async_engine(servers.database_url, pool_size=2)
     observed = Observed(engine, schema)
     try:
-        async with dispatch_process(env, profile=profile) as pid:
-            pids = {"dispatch": pid, "bench (receiver)": os.getpid()}
-            if servers.broker:
-                pids["broker"] = servers.broker.process.pid
-            meter = CpuMeter(pids)
+        async with dispatch_process(env, profile=profile, instances=instances) as started:
+            pid = started[0]
+            meter = CpuMeter(_measured_processes(started, servers))
 
             def mark() -> None:  # the sampler's next phase
                 if profile:
@@ -618,6 +647,7 @@ async def dispatch_round(
         "lifecycle_records": lifecycle,
         "lifecycle_expected": 2 * cases,
         "settings": {name: env[name] for name in REPORTED_SETTINGS if name in env},
+        "instances": instances,
     }
 
 
@@ -718,7 +748,9 @@ def summarise(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def run(*, seconds: float, cases: int, rounds: int, profile: bool) -> dict[str, Any]:
+def run(
+    *, seconds: float, cases: int, rounds: int, profile: bool, instances: int = 1
+) -> dict[str, Any]:
     measured: list[dict[str, Any]] = []
     for number in range(1, rounds + 1):
         tag = f"bench{os.getpid()}r{number}"
@@ -731,7 +763,13 @@ def run(*, seconds: float, cases: int, rounds: int, profile: bool) -> dict[str, 
             with servers() as found:
                 result = asyncio.run(
                     dispatch_round(
-                        found, tag=tag, cases=cases, seed=number, profile=prof, workdir=workdir
+                        found,
+                        tag=tag,
+                        cases=cases,
+                        seed=number,
+                        profile=prof,
+                        workdir=workdir,
+                        instances=instances,
                     )
                 )
         result["routing"] = routing
@@ -753,6 +791,7 @@ def run(*, seconds: float, cases: int, rounds: int, profile: bool) -> dict[str, 
             "broker": "configured" if "KAFKA_BOOTSTRAP_SERVERS" in os.environ else "embedded Tansu",
         },
         "cases_per_round": cases,
+        "dispatch_instances": instances,
         "routing_seconds_per_round": seconds,
         "rounds": rounds,
         "profiled": profile,
@@ -790,13 +829,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="sample the stacks of dispatch (bench/sampler.py)"
     )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="dispatch processes sharing the work (one consumer group; 2 = one per core here)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / ".run" / "bench-dispatch.json")
     args = parser.parse_args(argv)
-    report = run(seconds=args.seconds, cases=args.cases, rounds=args.rounds, profile=args.profile)
+    report = run(
+        seconds=args.seconds,
+        cases=args.cases,
+        rounds=args.rounds,
+        profile=args.profile,
+        instances=args.instances,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
     print("\ndispatch settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()))
-    print(f"medians of {args.rounds} rounds, {args.cases:,} cases per round")
+    print(
+        f"medians of {args.rounds} rounds, {args.cases:,} cases per round,"
+        f" {args.instances} dispatch instance{'s' if args.instances > 1 else ''}"
+    )
     print(f"{'measure':<42}{'median':>12}  {'range':<22}{'target':<12}")
     for row in report["results"]:
         low, high = row["range"]
