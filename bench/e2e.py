@@ -79,6 +79,7 @@ from bench.intake import (
 )
 from bench.loadgen import Stats, closed_loop, http_request, open_loop
 from deploy.embedded import free_port
+from deploy.local_stack import interruptible
 from libs.common.auth import mint_token
 from libs.common.kafka import TopicNames, ensure_topics
 from libs.common.refdata import ReferenceData
@@ -193,17 +194,26 @@ class Deliveries:
     per_phase: Counter[int] = field(default_factory=Counter)
     counters: dict[str, int] = field(default_factory=dict)
 
+    _client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:  # one client: each new one loads the CA bundle again
+            self._client = httpx.AsyncClient(base_url=self.url, timeout=30, verify=False)  # noqa: S501  # loopback, plain HTTP
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
     async def poll(self) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
-            answer = (await client.get(f"{self.url}/_poll")).json()
+        answer = (await self._http().get("/_poll")).json()
         for number, received in answer.pop("fresh"):
             self.first[number] = received
             self.per_phase[number // PHASE_STRIDE] += 1
         self.counters = answer
 
     async def control(self, action: str) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
-            (await client.post(f"{self.url}/_{action}")).raise_for_status()
+        (await self._http().post(f"/_{action}")).raise_for_status()
 
 
 @contextlib.asynccontextmanager
@@ -493,27 +503,30 @@ async def measure(run: Round, workdir: Path) -> dict[str, Any]:
     if intake_profile:
         intake_argv = ["-m", "bench.sampler", str(intake_profile), *intake_argv]
     deliveries = Deliveries(receiver)
-    with (
-        process(receiver_argv, dict(os.environ), f"{receiver}/healthz") as receiver_pid,
-        process(intake_argv, intake_env, f"http://127.0.0.1:{intake_port}/readyz") as intake_pid,
-    ):
-        rows += await http_ceilings(receiver, run.seconds / 2, concurrency=HTTP_IN_FLIGHT)
-        if intake_profile:
-            run.profiled_pid = intake_pid
-        rows += await intake_alone(run, deliveries, intake_port)
-        accepted = rows[-1]["accepted"]
-        dispatch_profile = run.profile_path("dispatch")
-        async with dispatch_process(dispatch_env, profile=dispatch_profile) as dispatch_pid:
-            if dispatch_profile:
-                run.profiled_pid = dispatch_pid
-            rows += await dispatch_alone(
-                run, deliveries, accepted, schema=dispatch_env["GRIDFLOW_DB_SCHEMA"]
-            )
-            pids = {"intake": intake_pid, "dispatch": dispatch_pid, "receiver": receiver_pid}
-            pids["bench (load generator)"] = os.getpid()
-            if found.broker:
-                pids["broker"] = found.broker.process.pid
-            rows += await end_to_end(run, deliveries, intake_port, CpuMeter(pids))
+    async with contextlib.aclosing(deliveries):
+        with (
+            process(receiver_argv, dict(os.environ), f"{receiver}/healthz") as receiver_pid,
+            process(
+                intake_argv, intake_env, f"http://127.0.0.1:{intake_port}/readyz"
+            ) as intake_pid,
+        ):
+            rows += await http_ceilings(receiver, run.seconds / 2, concurrency=HTTP_IN_FLIGHT)
+            if intake_profile:
+                run.profiled_pid = intake_pid
+            rows += await intake_alone(run, deliveries, intake_port)
+            accepted = rows[-1]["accepted"]
+            dispatch_profile = run.profile_path("dispatch")
+            async with dispatch_process(dispatch_env, profile=dispatch_profile) as dispatch_pid:
+                if dispatch_profile:
+                    run.profiled_pid = dispatch_pid
+                rows += await dispatch_alone(
+                    run, deliveries, accepted, schema=dispatch_env["GRIDFLOW_DB_SCHEMA"]
+                )
+                pids = {"intake": intake_pid, "dispatch": dispatch_pid, "receiver": receiver_pid}
+                pids["bench (load generator)"] = os.getpid()
+                if found.broker:
+                    pids["broker"] = found.broker.process.pid
+                rows += await end_to_end(run, deliveries, intake_port, CpuMeter(pids))
     return {
         "rows": rows,
         "receiver": deliveries.counters,
@@ -822,6 +835,19 @@ def print_details(report: dict[str, Any]) -> None:
             )
 
 
+def _interruptible_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Ctrl-C and SIGTERM stop every process it started (also when run in the background)."""
+    with interruptible():
+        return run_bench(
+            seconds=args.seconds,
+            stage_seconds=args.stage_seconds,
+            rounds=args.rounds,
+            rates=args.rates,
+            connections=args.connections,
+            profile=args.profile,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.e2e",
@@ -840,14 +866,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("intake", "dispatch"), default=None)
     parser.add_argument("--out", type=Path, default=REPO / ".run" / "bench-e2e.json")
     args = parser.parse_args(argv)
-    report = run_bench(
-        seconds=args.seconds,
-        stage_seconds=args.stage_seconds,
-        rounds=args.rounds,
-        rates=args.rates,
-        connections=args.connections,
-        profile=args.profile,
-    )
+    try:
+        report = _interruptible_run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process it started is stopped, its schemas dropped")
+        return 130
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
     print_table(report)

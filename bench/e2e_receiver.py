@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -134,5 +135,7 @@ async def serve(port: int, departments: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):  # the bench stops it with SIGINT
+    # the bench stops it with SIGINT, which a shell leaves ignored in a background job
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(int(sys.argv[1]), sys.argv[2].split(",")))

@@ -69,6 +69,7 @@ async def test_each_case_is_counted_once(receiver: tuple[TimedReceiver, str]) ->
             statuses.append(answer.status_code)
         await deliveries.poll()
         await deliveries.poll()  # fresh records are handed over once
+        await deliveries.aclose()
     assert statuses == [200, 200, 200, 200, 200, 401]
     assert set(deliveries.first) == {PHASE_STRIDE + 7, 2 * PHASE_STRIDE + 8}
     assert deliveries.per_phase == {1: 1, 2: 1}
@@ -89,6 +90,7 @@ async def test_hold_and_release(receiver: tuple[TimedReceiver, str]) -> None:
     await deliveries.control("hold")
     assert not timed.released.is_set()
     await deliveries.control("release")
+    await deliveries.aclose()
     assert timed.released.is_set()
 
 
