@@ -825,10 +825,11 @@ def print_details(report: dict[str, Any]) -> None:
                 f" (p99 {row['intake_p99_ms']} ms), {row['delivered']:,} of {row['accepted']:,}"
                 f" delivered, drained in {row['drain_seconds']} s"
             )
-            print(
-                "    CPU % of a core: "
-                + ", ".join(f"{k} {v}" for k, v in row["cpu_percent"].items())
-            )
+            cpu = dict(row["cpu_percent"])
+            machine_wide = cpu.pop("machine (all processes)", 0.0)
+            # what the machine spent besides the processes named (a shared VM: other users)
+            cpu["rest of the machine"] = round(machine_wide - sum(cpu.values()), 1)
+            print("    CPU % of a core: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
             print(
                 "    p50/p99 ms: "
                 + "; ".join(f"{k} {p50}/{p99}" for k, (p50, p99) in row["stages_ms"].items())
