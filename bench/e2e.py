@@ -700,7 +700,9 @@ def summarise(measured: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         for name in ("per_second", "p50_ms", "p95_ms", "p99_ms", "ratio_to_ceiling"):
             values = [row[name] for row in phase if row.get(name) is not None]
             if values:
-                summary[name] = round(statistics.median(values), 3)
+                summary[name] = round(
+                    statistics.median(values), 3 if name.startswith("ratio") else 1
+                )
                 summary[f"{name}_range"] = [min(values), max(values)]
             elif any(name in row for row in phase):
                 summary[name] = None  # not delivered (see `undelivered`)
