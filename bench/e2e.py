@@ -59,7 +59,6 @@ from bench.dispatch import (
     consume_phase,
     department_secret,
     dispatch_environment,
-    dispatch_process,
     print_profile,
     raw_phase,
     receiver_config,
@@ -515,8 +514,12 @@ async def measure(run: Round, workdir: Path) -> dict[str, Any]:
                 run.profiled_pid = intake_pid
             rows += await intake_alone(run, deliveries, intake_port)
             accepted = rows[-1]["accepted"]
+            dispatch_argv = ["-m", "services.dispatch"]
             dispatch_profile = run.profile_path("dispatch")
-            async with dispatch_process(dispatch_env, profile=dispatch_profile) as dispatch_pid:
+            if dispatch_profile:
+                dispatch_argv = ["-m", "bench.sampler", str(dispatch_profile), *dispatch_argv]
+            dispatch_ready = f"http://127.0.0.1:{dispatch_port}/readyz"
+            with process(dispatch_argv, dispatch_env, dispatch_ready) as dispatch_pid:
                 if dispatch_profile:
                     run.profiled_pid = dispatch_pid
                 rows += await dispatch_alone(
