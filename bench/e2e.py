@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,6 @@ from bench.dispatch import (
     submitted_cases,
 )
 from bench.intake import (
-    GRID,
     REPO,
     SECRET,
     _drain_row,
@@ -75,11 +74,11 @@ from bench.intake import (
     _spawn,
     _wait_ready,
     trivial_phase,
+    worker_headers,
 )
 from bench.loadgen import Stats, closed_loop, http_request, open_loop
 from deploy.embedded import free_port
 from deploy.local_stack import interruptible
-from libs.common.auth import mint_token
 from libs.common.kafka import TopicNames, ensure_topics
 from libs.common.refdata import ReferenceData
 from libs.common.signing import signed_headers
@@ -144,19 +143,6 @@ def intake_environment(
         "GRIDFLOW_STATUS_CONSUMER_GROUP": f"{tag}-intake-status",
         "GRIDFLOW_ATTACHMENTS_DIR": str(REPO / ".run" / "bench-attachments"),
     }
-
-
-def worker_headers() -> dict[str, str]:
-    token = mint_token(
-        secret=SECRET,
-        subject="W0001",
-        role="grid_worker",
-        scopes=["reports:write"],
-        grids=[GRID],
-        now=datetime.now(UTC),
-        ttl=timedelta(hours=2),
-    )
-    return {"content-type": "application/json", "authorization": f"Bearer {token}"}
 
 
 class Reports:
@@ -734,8 +720,6 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "database": "configured" if "DATABASE_URL" in os.environ else "embedded PostgreSQL",
-        "broker": "configured" if "KAFKA_BOOTSTRAP_SERVERS" in os.environ else "embedded Tansu",
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -761,6 +745,8 @@ def run_bench(
             tempfile.TemporaryDirectory(prefix="bench-e2e-") as folder,
             servers() as found,
         ):
+            about["database"] = found.database
+            about["broker"] = "configured" if found.broker is None else "embedded Tansu"
             run = Round(found, tag, seconds, stage_seconds, rates, connections, profile)
             try:
                 result = asyncio.run(measure(run, Path(folder)))
