@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check format lock clean bench-intake bench-dispatch bench-sla
+.PHONY: run test check format lock clean bench bench-intake bench-dispatch bench-sla
 
 $(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ lock:  ## refresh both lock files from pyproject.toml (needs uv: pip install uv)
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache
+
+bench: $(STAMP)  ## the whole stack end to end: cases/s and latency at fixed loads and saturation, each stage vs its ceiling (docs/performance.md)
+	$(BIN)/python -m bench.e2e
 
 bench-intake: $(STAMP)  ## intake's accepted reports/s vs a trivial endpoint (docs/performance.md)
 	$(BIN)/python -m bench.intake

@@ -143,6 +143,20 @@ async def trivial_phase(seconds: float, connections: int) -> dict[str, Any]:
     return _row("trivial FastAPI endpoint", stats, 202)
 
 
+def worker_headers() -> dict[str, str]:
+    """A JSON request's headers with the bench worker's bearer token (W0001, grid GRID, 2 hours)."""
+    token = mint_token(
+        secret=SECRET,
+        subject="W0001",
+        role="grid_worker",
+        scopes=["reports:write"],
+        grids=[GRID],
+        now=datetime.now(UTC),
+        ttl=timedelta(hours=2),
+    )
+    return {"content-type": "application/json", "authorization": f"Bearer {token}"}
+
+
 async def intake_phases(
     seconds: float, connections: int, *, database_url: str, bootstrap: str, tag: str
 ) -> list[dict[str, Any]]:
@@ -160,16 +174,7 @@ async def intake_phases(
         "GRIDFLOW_LOG_LEVEL": "WARNING",
         "GRIDFLOW_ATTACHMENTS_DIR": str(REPO / ".run" / "bench-attachments"),
     }
-    token = mint_token(
-        secret=SECRET,
-        subject="W0001",
-        role="grid_worker",
-        scopes=["reports:write"],
-        grids=[GRID],
-        now=datetime.now(UTC),
-        ttl=timedelta(hours=2),
-    )
-    auth = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+    auth = worker_headers()
     body = json.dumps(_report_body(0), ensure_ascii=False).encode()
     template = [_report_body(i) for i in range(500)]
 

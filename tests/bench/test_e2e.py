@@ -1,0 +1,136 @@
+"""The end-to-end benchmark's accounting (bench/e2e.py, bench/e2e_receiver.py): the receiver counts
+each case once, tells retries from repeats, refuses bad signatures; the report factory numbers
+its reports; rows, ratios and medians are computed as documented. The whole harness starts
+intake, dispatch and the servers and takes minutes, so it is not run here (`make bench`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from bench.dispatch import department_secret
+from bench.e2e import (
+    PHASE_STRIDE,
+    REPORT_CATEGORIES,
+    Deliveries,
+    Reports,
+    add_ratios,
+    e2e_row,
+    summarise,
+)
+from bench.e2e_receiver import CASE_NUMBER, TimedReceiver
+from bench.loadgen import Stats
+from deploy.embedded import free_port
+from libs.common.signing import signed_headers
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[TimedReceiver, str]]:
+    timed = TimedReceiver(secrets={"chengguan": department_secret("chengguan")})
+    timed.released.set()
+    port = free_port()
+    server = await timed.start(port)
+    try:
+        yield timed, f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+def _webhook(number: int | None, msg_id: str, *, secret: str) -> tuple[bytes, dict[str, str]]:
+    description = "no number" if number is None else f"垃圾未清运（第 {number} 次）。"
+    body = json.dumps({"case": {"description": description}}, ensure_ascii=False).encode()
+    headers = signed_headers(secret=secret, msg_id=msg_id, now=datetime.now(UTC), body=body)
+    return body, headers
+
+
+async def test_each_case_is_counted_once(receiver: tuple[TimedReceiver, str]) -> None:
+    timed, url = receiver
+    secret = department_secret("chengguan")
+    sent = [
+        (PHASE_STRIDE + 7, "msg_a", secret),  # first delivery of case 7 of phase 1
+        (PHASE_STRIDE + 7, "msg_a", secret),  # the same webhook again: a retry
+        (PHASE_STRIDE + 7, "msg_b", secret),  # the same case, another webhook-id: a repeat
+        (2 * PHASE_STRIDE + 8, "msg_c", secret),
+        (None, "msg_d", secret),  # valid, without a case number
+        (9, "msg_e", department_secret("other")),  # wrong secret
+    ]
+    deliveries = Deliveries(url)
+    async with httpx.AsyncClient() as client:
+        statuses = []
+        for number, msg_id, key in sent:
+            body, headers = _webhook(number, msg_id, secret=key)
+            answer = await client.post(
+                f"{url}/departments/chengguan", content=body, headers=headers
+            )
+            statuses.append(answer.status_code)
+        await deliveries.poll()
+        await deliveries.poll()  # fresh records are handed over once
+        await deliveries.aclose()
+    assert statuses == [200, 200, 200, 200, 200, 401]
+    assert set(deliveries.first) == {PHASE_STRIDE + 7, 2 * PHASE_STRIDE + 8}
+    assert deliveries.per_phase == {1: 1, 2: 1}
+    assert deliveries.counters == {
+        "accepted": 5,
+        "refused": 1,
+        "cases": 2,
+        "retries": 1,
+        "repeats": 1,
+        "unnumbered": 1,
+    }
+    assert deliveries.first[PHASE_STRIDE + 7] == timed.first[PHASE_STRIDE + 7]
+
+
+async def test_hold_and_release(receiver: tuple[TimedReceiver, str]) -> None:
+    timed, url = receiver
+    deliveries = Deliveries(url)
+    await deliveries.control("hold")
+    assert not timed.released.is_set()
+    await deliveries.control("release")
+    await deliveries.aclose()
+    assert timed.released.is_set()
+
+
+def test_reports_are_numbered_and_valid() -> None:
+    reports = Reports(3 * PHASE_STRIDE, {"authorization": "Bearer x"})
+    raw = [reports(index) for index in range(len(REPORT_CATEGORIES) + 1)]
+    bodies = [json.loads(r.split(b"\r\n\r\n", 1)[1]) for r in raw]
+    numbers = [int(CASE_NUMBER.search(b["description"]).group(1)) for b in bodies]  # type: ignore[union-attr]
+    assert numbers == [3 * PHASE_STRIDE + i for i in range(len(raw))]
+    assert {b["category"] for b in bodies} == set(REPORT_CATEGORIES)
+    assert set(reports.sent) == set(numbers)
+    assert raw[0].startswith(b"POST /v1/reports HTTP/1.1\r\n")
+
+
+def test_rows_ratios_and_medians() -> None:
+    stats = Stats(started=0.0, finished=10.0, latencies=[0.01] * 100, statuses={202: 100})
+    deliveries = Deliveries("http://unused")
+    sent_at = {n: n * 0.1 for n in range(100)}
+    deliveries.first = {n: n * 0.1 + 0.2 for n in range(98)}  # two never delivered
+    row = e2e_row(
+        "e2e saturation: delivered/s (sustained)",
+        stats=stats,
+        sent_at=sent_at,
+        deliveries=deliveries,
+        ended=10.2,
+        drained_in=0.0,
+    )
+    assert (row["delivered"], row["undelivered"], row["unexpected"]) == (98, 2, 0)
+    assert row["p50_ms"] == pytest.approx(200.0)
+    assert row["p99_ms"] is None  # falls among the undelivered cases
+    rounds = []
+    for trivial in (1000.0, 2000.0, 3000.0):
+        rows = [
+            {"phase": "ceiling: trivial FastAPI endpoint (requests/s)", "per_second": trivial},
+            {**row, "per_second": trivial / 4},
+        ]
+        add_ratios(rows)
+        rounds.append(rows)
+    summary = summarise(rounds)
+    assert summary[1]["ratio_to_ceiling"] == 0.25
+    assert summary[1]["per_second"] == 500.0
+    assert summary[1]["undelivered"] == 6
+    assert (summary[1]["target"], summary[1]["met"]) == ("≥ 2,000/s", False)
