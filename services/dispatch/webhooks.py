@@ -501,7 +501,16 @@ class Deliverer:
             return 0
         if phase is BreakerPhase.HALF_OPEN:
             return 1 if not in_flight else 0
-        return min(capacity, self._settings.delivery_concurrency_per_department - in_flight)
+        return min(capacity, self._window(receiver.department) - in_flight)
+
+    def _window(self, department: str) -> int:
+        """Attempts allowed in flight at once to the department's endpoint: its receiver's
+        `concurrency` (reference data as now loaded), else the deployment's default."""
+        known = self._runtime.refdata.departments.get(department)
+        receiver = known.receiver if known is not None else None
+        if isinstance(receiver, WebhookReceiver) and receiver.concurrency is not None:
+            return receiver.concurrency
+        return self._settings.delivery_concurrency_per_department
 
     async def _deliver(self, delivery: Leased) -> None:
         attempt = await self._attempt(delivery)

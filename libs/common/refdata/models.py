@@ -378,7 +378,8 @@ class WebhookReceiver(FrozenModel):
     beneficiary) the department gets; `allow_private` lets the URL be a private or loopback address.
     `partner` names the partner system (the `sub` of its partner token, e.g. `citycare`) whose
     bridge this receiver is: that platform verifies and closes the cases its department entry
-    holds, through the partner API.
+    holds, through the partner API. `concurrency` caps the attempts in flight to this endpoint
+    (a small department's system may take 2; a partner bridge more than the deployment's default).
     """
 
     kind: Literal["webhook"]
@@ -388,6 +389,9 @@ class WebhookReceiver(FrozenModel):
     secret_env_next: SecretEnvName | None = None
     reporter: ReporterSharing = "masked"
     partner: PartnerSystem | None = None
+    # attempts in flight at once to this endpoint, across dispatch's instances; unset: the
+    # deployment's GRIDFLOW_DELIVERY_CONCURRENCY_PER_DEPARTMENT
+    concurrency: Annotated[int, Field(ge=1, le=64)] | None = None
 
     @field_validator("url")
     @classmethod

@@ -433,6 +433,39 @@ async def test_a_department_window_refills_as_answers_come_not_as_they_are_recor
             await stack.lifecycle.wait_for(_is(case.case_id, Transition.ASSIGNED))
 
 
+async def test_a_receiver_s_own_concurrency_overrides_the_deployment_s(
+    isolation: Isolation,
+    tmp_path: Path,
+    slow_department: tuple[SlowDepartment, str],
+) -> None:
+    slow, base_url = slow_department
+
+    def to_slow_one_at_a_time(text: str) -> str:
+        return re.sub(
+            r"http://127\.0\.0\.1:\d+/departments/chengguan",
+            f"{base_url}/departments/chengguan\n      concurrency: 1",
+            text,
+        )
+
+    async with dispatch_stack_with(
+        isolation,
+        tmp_path,
+        departments=to_slow_one_at_a_time,
+        delivery_concurrency_per_department=4,
+    ) as stack:
+        cases = [make_case() for _ in range(3)]
+        for case in cases:
+            await publish(stack, case)
+        for case in cases:
+            await stack.lifecycle.wait_for(_is(case.case_id, Transition.RECEIVED))
+        await slow.wait_held(1)
+        assert await stack.app.state.deliverer.start_due() == 0  # its own limit, not 4
+        slow.release.set()
+        for case in cases:
+            await stack.lifecycle.wait_for(_is(case.case_id, Transition.ASSIGNED))
+        assert slow.most == 1
+
+
 # --- dead letters and replay ----------------------------------------------------------------------
 
 

@@ -140,6 +140,17 @@ def test_a_receiver_may_name_the_partner_platform_it_is() -> None:
         Department.model_validate(make_department(receiver={"kind": "pull", "partner": "citycare"}))
 
 
+def test_a_webhook_receiver_may_cap_its_own_concurrency() -> None:
+    assert Department.model_validate(make_department()).receiver.concurrency is None  # type: ignore[union-attr]
+    small = Department.model_validate(make_receiver(concurrency=2))
+    assert small.receiver.concurrency == 2  # type: ignore[union-attr]
+    for wrong in (0, 65, "many"):
+        with pytest.raises(ValidationError, match="concurrency"):
+            Department.model_validate(make_receiver(concurrency=wrong))
+    with pytest.raises(ValidationError, match="concurrency"):
+        Department.model_validate(make_department(receiver={"kind": "pull", "concurrency": 2}))
+
+
 def test_a_rotation_names_a_second_variable() -> None:
     rotating = Department.model_validate(
         make_receiver(secret_env_next="GRIDFLOW_WEBHOOK_SECRET_CHENGGUAN_NEXT")
