@@ -17,10 +17,12 @@ Scenarios (`--scenarios`, in this order by default):
   the same data folder; intake answers 503 meanwhile (counted as refused, not accepted);
 - `poison`: garbage records (not JSON, JSON but no CloudEvent, a CloudEvent of an unknown type) on
   cases.submitted and cases.lifecycle mid-stream; they must reach the dead-letter topic and the
-  delivery go on.
+  delivery go on;
+- `receiver-down`: every department receiver answers 503 for `--receiver-down-seconds` (real
+  time, not simulated: dispatch's own retry schedule), then 200 again.
 
-Not yet here (docs/reliability.md): the receiver down for a while, schemathesis against the
-OpenAPI documents, sla's deadline signals. Prints a row per scenario, writes .run/faults.json and
+Not yet here (docs/reliability.md): schemathesis against the OpenAPI documents, sla's deadline
+signals. Prints a row per scenario, writes .run/faults.json and
 the table into docs/reliability.md (`--no-doc` leaves the document alone).
 """
 
@@ -59,7 +61,14 @@ from deploy.local_stack import interruptible
 from libs.common.kafka import TopicNames, ensure_topics
 from libs.common.topics import CASES_LIFECYCLE, CASES_SUBMITTED, CATALOGUE, DEADLETTER
 
-SCENARIOS = ("kill-intake", "kill-dispatch", "broker-pause", "postgres-restart", "poison")
+SCENARIOS = (
+    "kill-intake",
+    "kill-dispatch",
+    "broker-pause",
+    "postgres-restart",
+    "poison",
+    "receiver-down",
+)
 REQUEST_TIMEOUT = 15.0  # a report's POST without an answer by then counts as unanswered
 SETTLE_SECONDS = 5.0  # after the last first delivery, listen this long for late duplicates
 POSTGRES_DIR = REPO / ".run" / "faults-postgres" / "data"
@@ -241,6 +250,7 @@ class Options:
     pause_seconds: float
     outage_seconds: float
     drain_seconds: float
+    receiver_down_seconds: float
 
 
 Fault = Callable[[Stack, Options, list[str]], Awaitable[None]]
@@ -332,12 +342,27 @@ async def dead_letters(stack: Stack, within: float) -> int:
     return count
 
 
+async def receiver_down(stack: Stack, options: Options, notes: list[str]) -> None:
+    """Every department answers 503 for a while (real time: dispatch's retries with their real
+    backoff, which the receiver's first-delivery bookkeeping sees whole, as a restart would not)."""
+    deliveries = Deliveries(stack.receiver_url)
+    async with contextlib.aclosing(deliveries):
+        await deliveries.control("down")
+        notes.append(f"receiver answering 503 for {options.receiver_down_seconds:.0f} s")
+        try:
+            await asyncio.sleep(options.receiver_down_seconds)
+        finally:
+            await deliveries.control("up")
+    notes.append("receiver answering again")
+
+
 FAULTS: dict[str, Fault] = {
     "kill-intake": _restart("intake"),
     "kill-dispatch": _restart("dispatch"),
     "broker-pause": broker_pause,
     "postgres-restart": postgres_restart,
     "poison": poison,
+    "receiver-down": receiver_down,
 }
 
 
@@ -392,6 +417,7 @@ async def run_scenario(stack: Stack, name: str, options: Options) -> dict[str, A
     notes: list[str] = []
     seconds = options.seconds + (options.pause_seconds if name == "broker-pause" else 0)
     seconds += options.outage_seconds if name == "postgres-restart" else 0
+    seconds += options.receiver_down_seconds if name == "receiver-down" else 0
     deliveries = Deliveries(stack.receiver_url)
     async with contextlib.aclosing(deliveries):
         load = asyncio.create_task(
@@ -406,7 +432,9 @@ async def run_scenario(stack: Stack, name: str, options: Options) -> dict[str, A
             f"  {name}: load done, {len(accepted):,} accepted; waiting for deliveries", flush=True
         )
         waited = await await_deliveries(
-            deliveries, accepted, within=options.drain_seconds + options.pause_seconds
+            deliveries,
+            accepted,
+            within=options.drain_seconds + options.pause_seconds + options.receiver_down_seconds,
         )
         counters = deliveries.counters
         row = account(
@@ -503,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause-seconds", type=float, default=60.0, help="broker SIGSTOP")
     parser.add_argument("--outage-seconds", type=float, default=10.0, help="PostgreSQL down")
     parser.add_argument(
+        "--receiver-down-seconds", type=float, default=60.0, help="receiver answering 503"
+    )
+    parser.add_argument(
         "--drain-seconds", type=float, default=180.0, help="wait at most this for deliveries"
     )
     parser.add_argument("--out", type=Path, default=REPO / ".run" / "faults.json")
@@ -512,7 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     options = Options(
-        args.rate, args.seconds, args.pause_seconds, args.outage_seconds, args.drain_seconds
+        args.rate,
+        args.seconds,
+        args.pause_seconds,
+        args.outage_seconds,
+        args.drain_seconds,
+        args.receiver_down_seconds,
     )
     try:
         with interruptible():
