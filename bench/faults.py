@@ -5,7 +5,8 @@ bench` runs them), and bench.e2e_receiver as every department's webhook receiver
 open-loop load of grid workers' reports (`--rate`, `--seconds`), injects its fault a third of the
 way in, stops the load, waits (bounded) until every accepted report has had its first webhook, and
 checks: every report intake accepted (202) delivered to its department, exactly once (the same
-`webhook-id` again is a retry, not a duplicate).
+`webhook-id` again is a retry, not a duplicate). The servers are always the embedded ones
+(DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS are not used): the suite stops and pauses them.
 
 Scenarios (`--scenarios`, in this order by default):
 
