@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check format lock clean bench bench-intake bench-dispatch bench-sla
+.PHONY: run test check format lock clean bench bench-intake bench-dispatch bench-sla faults
 
 $(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ clean:
 
 bench: $(STAMP)  ## the whole stack end to end: cases/s and latency at fixed loads and saturation, each stage vs its ceiling (docs/performance.md)
 	$(BIN)/python -m bench.e2e
+
+faults: $(STAMP)  ## the fault suite under steady load: kill -9, broker paused, PostgreSQL restarted, poison, receiver down (docs/reliability.md)
+	$(BIN)/python -m bench.faults
 
 bench-intake: $(STAMP)  ## intake's accepted reports/s vs a trivial endpoint (docs/performance.md)
 	$(BIN)/python -m bench.intake

@@ -9,6 +9,8 @@ case is found by the number the bench writes into each report's description ("ç¬
 
 `GET /_poll` answers the counters and the first deliveries noted since the previous poll, as JSON;
 `POST /_hold` and `POST /_release` make the server hold requests unanswered, or answer them again;
+`POST /_down` and `POST /_up` make it answer every webhook 503 (a department system that is down),
+or as before again (bench/faults.py);
 `GET /healthz` answers 200.
 """
 
@@ -45,9 +47,14 @@ class TimedReceiver(WebhookReceiver):
     retries: int = 0
     repeats: int = 0
     unnumbered: int = 0  # valid webhooks without a case number (the raw HTTP ceiling's)
+    down: bool = False  # answering 503 to every webhook
+    unavailable: int = 0  # webhooks answered 503 while down
 
     def _answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
         received = time.perf_counter()
+        if self.down:
+            self.unavailable += 1
+            return 503
         again = headers.get("webhook-id") in self.webhook_ids
         status = super()._answer(path, headers, body)
         if status != 200:
@@ -76,6 +83,7 @@ class TimedReceiver(WebhookReceiver):
                 "retries": self.retries,
                 "repeats": self.repeats,
                 "unnumbered": self.unnumbered,
+                "unavailable": self.unavailable,
                 "fresh": fresh,
             }
         ).encode()
@@ -104,6 +112,8 @@ class TimedReceiver(WebhookReceiver):
             self.released.clear()
         elif method == "POST" and path == "/_release":
             self.released.set()
+        elif method == "POST" and path in ("/_down", "/_up"):
+            self.down = path == "/_down"
         elif path != "/healthz":
             return _reply(404)
         return _reply(200, b"{}")

@@ -21,6 +21,7 @@ _ANSWERS = {
     200: b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
     401: b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n",
     404: b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+    503: b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
 }
 
 

@@ -1,7 +1,9 @@
 """Kafka plumbing on aiokafka: topic creation, a publisher, and the consumer loop every service uses.
 
 The loop commits an offset only after the handler (and its database transaction) succeeded, retries a
-failing record a bounded number of times, then dead-letters it with its coordinates and goes on.
+failing record a bounded number of times, then dead-letters it with its coordinates and goes on; a
+handler failing because its database or broker cannot be reached waits for them instead (the record
+is not at fault: `dependency_unavailable`).
 A handler that also takes whole batches (`BatchHandler`) gets everything one fetch returned in one
 call, and the offsets are committed once after it; if the batch fails, its records are handled one
 by one as above, so one poison record neither blocks nor loses the others.
@@ -21,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from libs.common.clock import Clock
@@ -415,7 +418,9 @@ class ConsumerLoop:
     async def _handle(self, record: Any, delivery: Delivery) -> None:
         envelope = delivery.envelope
         attempts = self._settings.kafka_handler_attempts
-        for attempt in range(1, attempts + 1):
+        backoff = self._settings.kafka_retry_backoff_ms / 1000
+        attempt = waited = 0
+        while True:
             with log_context(event_id=envelope.id, case_id=envelope.key):
                 try:
                     with self._metrics.seconds.labels(self._topic.name).time():
@@ -423,20 +428,33 @@ class ConsumerLoop:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning(
-                        "handler failed (attempt %d/%d): %s",
-                        attempt,
-                        attempts,
-                        type(exc).__name__,
-                        exc_info=attempt == attempts,
-                    )
-                    if attempt == attempts:
-                        await self._dead_letter(
-                            record, f"{type(exc).__name__}: {exc}", attempts, envelope.id
+                    if dependency_unavailable(exc):
+                        # the database or the broker away is no fault of the record: wait for
+                        # it, as many tries as it takes, rather than dead-letter a good record
+                        waited += 1
+                        log.warning(
+                            "handler waits for its database or broker (try %d): %s",
+                            waited,
+                            type(exc).__name__,
                         )
-                        return
+                        pause = min(UNAVAILABLE_BACKOFF_CAP, backoff * waited)
+                    else:
+                        attempt += 1
+                        log.warning(
+                            "handler failed (attempt %d/%d): %s",
+                            attempt,
+                            attempts,
+                            type(exc).__name__,
+                            exc_info=attempt == attempts,
+                        )
+                        if attempt == attempts:
+                            await self._dead_letter(
+                                record, f"{type(exc).__name__}: {exc}", attempts, envelope.id
+                            )
+                            return
+                        pause = backoff * attempt
                     self._metrics.handled.labels(self._topic.name, "retried").inc()
-                    await asyncio.sleep(self._settings.kafka_retry_backoff_ms / 1000 * attempt)
+                    await asyncio.sleep(pause)
                     continue
             self._metrics.handled.labels(self._topic.name, "ok").inc()
             return
@@ -482,6 +500,31 @@ class ConsumerLoop:
                 log.warning("dead-letter publish failed, retrying: %s", type(exc).__name__)
                 await asyncio.sleep(1)
         self._metrics.handled.labels(self._topic.name, "dead_lettered").inc()
+
+
+UNAVAILABLE_BACKOFF_CAP = 5.0  # seconds between tries while the database or broker is away
+# SQLSTATE classes of a server going or gone: 08 connection exception, 57 operator intervention
+# (admin shutdown, cannot connect now: PostgreSQL stopping or starting)
+_UNAVAILABLE_SQLSTATE = ("08", "57")
+
+
+def dependency_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) says the database or the broker cannot be
+    reached — a socket refused or gone, a connection dropped or invalidated, a server shutting
+    down or starting — rather than that the record cannot be handled."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError | KafkaConnectionError | KafkaTimeoutError):
+            return True
+        if getattr(error, "connection_invalidated", False):  # SQLAlchemy's DBAPIError
+            return True
+        sqlstate = getattr(error, "sqlstate", None)  # asyncpg's errors
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def topic_partitions(topic: str, partitions: Iterable[int]) -> list[TopicPartition]:

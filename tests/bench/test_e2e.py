@@ -80,6 +80,7 @@ async def test_each_case_is_counted_once(receiver: tuple[TimedReceiver, str]) ->
         "retries": 1,
         "repeats": 1,
         "unnumbered": 1,
+        "unavailable": 0,
     }
     assert deliveries.first[PHASE_STRIDE + 7] == timed.first[PHASE_STRIDE + 7]
 
@@ -92,6 +93,27 @@ async def test_hold_and_release(receiver: tuple[TimedReceiver, str]) -> None:
     await deliveries.control("release")
     await deliveries.aclose()
     assert timed.released.is_set()
+
+
+async def test_down_answers_every_webhook_503_and_counts_no_delivery_until_up(
+    receiver: tuple[TimedReceiver, str],
+) -> None:
+    """bench/faults.py's receiver-down scenario: a department system that is down."""
+    timed, url = receiver
+    body, headers = _webhook(PHASE_STRIDE + 1, "msg_down", secret=department_secret("chengguan"))
+    deliveries = Deliveries(url)
+    async with httpx.AsyncClient() as client:
+        post = f"{url}/departments/chengguan"
+        await deliveries.control("down")
+        refused = (await client.post(post, content=body, headers=headers)).status_code
+        await deliveries.control("up")
+        answered = (await client.post(post, content=body, headers=headers)).status_code
+        await deliveries.poll()
+        await deliveries.aclose()
+    assert (refused, answered) == (503, 200)
+    assert set(deliveries.first) == {PHASE_STRIDE + 1}
+    assert (deliveries.counters["unavailable"], deliveries.counters["retries"]) == (1, 0)
+    assert not timed.down
 
 
 def test_reports_are_numbered_and_valid() -> None:

@@ -41,6 +41,7 @@ from libs.common.kafka import (
     Handler,
     Publisher,
     TopicNames,
+    dependency_unavailable,
     ensure_topics,
     murmur2,
     partition_for,
@@ -311,6 +312,70 @@ async def test_a_record_that_always_fails_is_dead_lettered_after_the_last_attemp
     assert bench.count("dead_lettered") == 1
     assert bench.count("ok") == 1
     assert await bench.committed() == 2
+
+
+async def test_a_record_whose_database_is_away_waits_for_it_past_every_attempt_and_is_handled(
+    bench: Bench,
+) -> None:
+    """`make faults` (PostgreSQL restarted under load) found dispatch dead-lettering good cases:
+    the database away for seconds outlasted the handler's attempts. Now it is waited for."""
+    first, second = await bench.publish(), await bench.publish()
+    tries: dict[str, int] = {}
+    calls = Calls()
+
+    async def handler(delivery: Delivery) -> None:
+        tries[delivery.envelope.id] = tries.get(delivery.envelope.id, 0) + 1
+        if delivery.envelope.id == first.id and tries[first.id] <= ATTEMPTS + 2:
+            # what asyncpg raises while the server's Unix socket is gone
+            raise FileNotFoundError(2, "No such file or directory")
+        await calls.add(delivery)
+
+    async with running(bench.consumer(handler)) as task:
+        await unless_crashed(calls.wait_for_id(second.id), task)
+
+    assert calls.ids == [first.id, second.id]
+    assert tries == {first.id: ATTEMPTS + 3, second.id: 1}
+    assert bench.count("dead_lettered") == 0
+    assert await bench.committed() == 2
+
+
+class _PostgresError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+class _InvalidatedError(Exception):
+    connection_invalidated = True
+
+
+def _raised_from(cause: BaseException) -> RuntimeError:
+    try:
+        raise RuntimeError("wrapped") from cause
+    except RuntimeError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (FileNotFoundError(2, "No such file or directory"), True),  # the socket is gone
+        (ConnectionRefusedError(), True),
+        (TimeoutError(), True),
+        (_PostgresError("57P01"), True),  # admin shutdown
+        (_PostgresError("57P03"), True),  # cannot connect now (starting up)
+        (_PostgresError("08006"), True),  # connection failure
+        (_InvalidatedError(), True),
+        (_raised_from(ConnectionResetError()), True),
+        (_PostgresError("23505"), False),  # unique violation: the record's own doing
+        (RuntimeError("department system said no"), False),
+        (ValueError("bad payload"), False),
+    ],
+)
+def test_dependency_unavailable_tells_an_absent_server_from_a_failing_record(
+    error: BaseException, unavailable: bool
+) -> None:
+    assert dependency_unavailable(error) is unavailable
 
 
 def _undecodable(valid: Envelope) -> Iterator[tuple[str, bytes, list[tuple[str, bytes | None]]]]:
