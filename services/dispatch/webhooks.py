@@ -57,6 +57,7 @@ _R = ReceiverRow.__table__.c  # type: ignore[attr-defined]
 _C = CaseRow.__table__.c  # type: ignore[attr-defined]
 # case queued → delivered: seconds for a healthy receiver, up to days through retries
 _ANSWER_READ_LIMIT = 64 * 1024
+RECORD_RETRY_SECONDS = 1.0  # between rounds of recording while the database is away
 LATENCY_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400)
 
 
@@ -109,6 +110,7 @@ class Leased:
     department: str
     url: str
     body: str  # the webhook's JSON, as stored: signed and sent as it is
+    leased_until: datetime | None = None  # after it, the delivery may be taken again elsewhere
 
 
 class DeliveryMetrics:
@@ -402,14 +404,35 @@ class Deliverer:
             self._recording_now = answered
             try:
                 await self._record(answered)
-            except Exception as exc:  # the leases run out and the deliveries are tried again
+            except Exception as exc:  # the database away: keep the answers while leases hold
+                kept = self._keep_unrecorded(answered)
                 log.warning(
-                    "%d delivery answers not recorded: %s", len(answered), type(exc).__name__
+                    "%d delivery answers not recorded (%d kept for the next round): %s",
+                    len(answered),
+                    len(kept),
+                    type(exc).__name__,
                 )
+                if kept:
+                    self._answered[:0] = kept  # before the newer ones: answers stay in order
+                    self._to_record.set()
+                    await asyncio.sleep(RECORD_RETRY_SECONDS)
             finally:
                 self._recording_now = []
             self._runtime.relay.wake()
             self._wake.set()  # their departments' slots are free now
+
+    def _keep_unrecorded(
+        self, answered: Sequence[tuple[Leased, Attempt]]
+    ) -> list[tuple[Leased, Attempt]]:
+        """The answers still worth recording later: those whose lease still holds, so that the
+        delivery cannot have been taken again; the others are left to their next attempt (the
+        same webhook-id again)."""
+        now = self._runtime.clock.now()
+        return [
+            (delivery, attempt)
+            for delivery, attempt in answered
+            if delivery.leased_until is not None and delivery.leased_until > now
+        ]
 
     async def start_due(self) -> int:
         """Lease what is due and may go now, and start an attempt for each; returns how many."""
@@ -471,7 +494,14 @@ class Deliverer:
             await _store_receivers(driver, probes)
         # in the order they were due
         return [
-            Leased(row["delivery_id"], row["case_id"], row["department"], row["url"], row["body"])
+            Leased(
+                row["delivery_id"],
+                row["case_id"],
+                row["department"],
+                row["url"],
+                row["body"],
+                until,
+            )
             for row in sorted(rows, key=lambda row: row["next_due"])
         ]
 

@@ -466,6 +466,31 @@ async def test_a_receiver_s_own_concurrency_overrides_the_deployment_s(
         assert slow.most == 1
 
 
+async def test_answers_that_could_not_be_recorded_are_recorded_in_a_later_round(
+    isolation: Isolation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database away when an answer comes in: the answer is kept and recorded once it is
+    back, while its lease holds, instead of the delivery waiting out its lease (tens of seconds)
+    to be attempted again."""
+    async with dispatch_stack_with(isolation, tmp_path) as stack:
+        deliverer = stack.app.state.deliverer
+        record = deliverer._record
+        failures: list[int] = []
+
+        async def database_away_once(answered: Any) -> None:
+            if not failures:
+                failures.append(len(answered))
+                raise ConnectionResetError("the database went away")
+            await record(answered)
+
+        monkeypatch.setattr(deliverer, "_record", database_away_once)
+        case = make_case()
+        await publish(stack, case)
+        await stack.lifecycle.wait_for(_is(case.case_id, Transition.ASSIGNED))
+        assert failures == [1]
+        assert sum(stack.receiver.attempts.values()) == 1  # recorded, not attempted again
+
+
 # --- dead letters and replay ----------------------------------------------------------------------
 
 
