@@ -31,11 +31,21 @@ def _obligation(row: VisitObligationRow) -> Obligation:
     return Obligation(resident, row.period_start, row.period_end, row.last_visit_at)
 
 
+_REGISTER_LOCK_SPACE = 0x76697369  # "visi"
+_REGISTER_LOCK = (
+    f"SELECT pg_advisory_xact_lock({_REGISTER_LOCK_SPACE},"
+    " 'sla_visit_obligations'::regclass::oid::int)"
+)
+
+
 async def sync_register(runtime: Runtime, register: Register) -> int:
     """Residents of the register get an obligation (from the current period on); residents
     taken out of it stop being watched; changed categories or workers apply at once."""
     now = runtime.clock.now()
     async with runtime.sessions() as session, session.begin():
+        # instances starting together take turns: each then reads what the other wrote (the lock
+        # is keyed by this schema's table, so services sharing a database never wait)
+        await session.execute(sa.text(_REGISTER_LOCK))
         rows = {
             row.resident_id: row
             for row in (await session.scalars(sa.select(VisitObligationRow))).all()

@@ -4,6 +4,7 @@ period is kept for the assessments."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -14,6 +15,8 @@ from libs.common.kafka import TopicNames
 from libs.common.topics import VISITS_OVERDUE, VISITS_RECORDED
 from services.sla.app import create_app
 from services.sla.models import VisitObligationRow, VisitPeriodRow
+from services.sla.obligations import sync_register
+from services.sla.visits import VISITS_FILE, load_register
 from tests.factories import METRICS_TOKEN, Isolation, make_sla_settings
 from tests.harness import TopicWatcher, running, until
 from tests.services.sla.conftest import START, SlaStack
@@ -91,3 +94,22 @@ async def test_a_week_without_a_visit_is_overdue_once(
     ).text
     assert 'gridflow_sla_visits_overdue_total{category="severe_mental_illness"} 1.0' in metrics
     assert "gridflow_sla_visits_unregistered_total 1.0" in metrics
+
+
+async def test_instances_starting_together_both_synchronise_the_register(
+    sla_stack: SlaStack,
+) -> None:
+    """Two instances starting at once both write the register into an empty table: they take
+    turns (an advisory lock), so neither fails on the other's rows (found by the scale-out test:
+    one of two sla processes exited at start-up with a unique violation)."""
+    runtime = sla_stack.app.state.runtime
+    register = load_register(sla_stack.config / VISITS_FILE, against=runtime.refdata)
+    async with runtime.sessions() as session, session.begin():
+        await session.execute(sa.delete(VisitObligationRow))
+    counts = await asyncio.gather(
+        sync_register(runtime, register), sync_register(runtime, register)
+    )
+    assert list(counts) == [len(register.residents)] * 2
+    async with runtime.sessions() as session:
+        stored = (await session.scalars(sa.select(VisitObligationRow))).all()
+    assert sorted(row.resident_id for row in stored) == sorted(register.residents)
