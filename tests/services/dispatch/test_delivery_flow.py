@@ -343,6 +343,13 @@ class SlowDepartment:
             await self.changed.wait_for(lambda: self.received >= count)
 
 
+def chengguan_at(base_url: str) -> Callable[[str], str]:
+    """An edit of departments.yaml that points chengguan's receiver at `base_url`."""
+    return lambda text: re.sub(
+        r"http://127\.0\.0\.1:\d+/departments/chengguan", f"{base_url}/departments/chengguan", text
+    )
+
+
 @pytest.fixture
 async def slow_department() -> AsyncIterator[tuple[SlowDepartment, str]]:
     slow = SlowDepartment()
@@ -360,15 +367,11 @@ async def test_at_most_n_attempts_per_department_and_none_holds_a_row_lock(
 ) -> None:
     slow, base_url = slow_department
 
-    def to_slow(text: str) -> str:
-        return re.sub(
-            r"http://127\.0\.0\.1:\d+/departments/chengguan",
-            f"{base_url}/departments/chengguan",
-            text,
-        )
-
     async with dispatch_stack_with(
-        isolation, tmp_path, departments=to_slow, delivery_concurrency_per_department=2
+        isolation,
+        tmp_path,
+        departments=chengguan_at(base_url),
+        delivery_concurrency_per_department=2,
     ) as stack:
         cases = [make_case() for _ in range(5)]
         for case in cases:
@@ -402,15 +405,11 @@ async def test_a_department_window_refills_as_answers_come_not_as_they_are_recor
     deliveries still go out one after another: an answered attempt is no longer in flight."""
     slow, base_url = slow_department
 
-    def to_slow(text: str) -> str:
-        return re.sub(
-            r"http://127\.0\.0\.1:\d+/departments/chengguan",
-            f"{base_url}/departments/chengguan",
-            text,
-        )
-
     async with dispatch_stack_with(
-        isolation, tmp_path, departments=to_slow, delivery_concurrency_per_department=1
+        isolation,
+        tmp_path,
+        departments=chengguan_at(base_url),
+        delivery_concurrency_per_department=1,
     ) as stack:
         deliverer = stack.app.state.deliverer
         recording = asyncio.Event()
@@ -440,17 +439,12 @@ async def test_a_receiver_s_own_concurrency_overrides_the_deployment_s(
 ) -> None:
     slow, base_url = slow_department
 
-    def to_slow_one_at_a_time(text: str) -> str:
-        return re.sub(
-            r"http://127\.0\.0\.1:\d+/departments/chengguan",
-            f"{base_url}/departments/chengguan\n      concurrency: 1",
-            text,
-        )
-
     async with dispatch_stack_with(
         isolation,
         tmp_path,
-        departments=to_slow_one_at_a_time,
+        departments=lambda text: add_to_receiver("chengguan", "concurrency: 1")(
+            chengguan_at(base_url)(text)
+        ),
         delivery_concurrency_per_department=4,
     ) as stack:
         cases = [make_case() for _ in range(3)]
