@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
@@ -520,6 +521,8 @@ def dependency_unavailable(exc: BaseException) -> bool:
             return True
         if getattr(error, "connection_invalidated", False):  # SQLAlchemy's DBAPIError
             return True
+        if isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error):
+            return True  # a held connection whose server went away (asyncpg's own check)
         sqlstate = getattr(error, "sqlstate", None)  # asyncpg's errors
         if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE):
             return True

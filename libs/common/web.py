@@ -4,10 +4,13 @@ and one error shape for refused input (status, field path, reason)."""
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import asyncpg
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -20,9 +23,11 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, SecretStr, ValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.common.auth import AuthError
+from libs.common.kafka import dependency_unavailable
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -47,7 +52,69 @@ def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+RETRY_AFTER_SECONDS = 5  # what a 503 tells a client to wait while the database or broker is away
+# what a database or broker that cannot be reached raises (dependency_unavailable tells which do)
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    DBAPIError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    KafkaError,
+)
+log = logging.getLogger(__name__)
+
+
+class _Quiet:
+    """One warning for the first 503 of an outage, then at most one every `every` seconds with
+    the count since: an outage at hundreds of requests a second must not flood the log."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last = -every
+        self._since = 0
+
+    def note(self, exc: BaseException) -> None:
+        self._since += 1
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            log.warning(
+                "%d request(s) answered 503: the database or broker cannot be reached (%s)",
+                self._since,
+                type(exc).__name__,
+            )
+            self._last, self._since = now, 0
+
+
+def unavailable_response(exc: Exception) -> JSONResponse | None:
+    """503 with Retry-After when `exc` says the database or broker cannot be reached; else
+    None (a fault of the service's own, left to become a 500)."""
+    if not dependency_unavailable(exc):
+        return None
+    return JSONResponse(
+        {
+            "error": "unavailable",
+            "detail": [{"reason": "the service cannot reach its database or broker; retry later"}],
+        },
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    quiet = _Quiet()
+
+    async def _unavailable(_: Request, exc: Exception) -> Response:
+        response = unavailable_response(exc)
+        if response is None:
+            raise exc  # a fault of ours: Starlette's last handler answers 500 and logs it
+        quiet.note(exc)
+        return response
+
+    # handled here, not by Starlette's last resort: that one answers 500, logs a traceback per
+    # request and closes the connection, cutting the client's other requests on it
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _unavailable)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [

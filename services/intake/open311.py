@@ -80,6 +80,7 @@ from libs.common.events import (
 from libs.common.ids import new_case_id
 from libs.common.refdata import CategoryForm, ReferenceData
 from libs.common.topics import CASES_SUBMITTED
+from libs.common.web import UNAVAILABLE_ERRORS, unavailable_response
 from services.intake.acceptance import Claim, Staged
 from services.intake.api import fingerprint
 from services.intake.deps import Open311KeysDep, StateDep
@@ -1051,9 +1052,28 @@ def _scoped(fallback: ErrorHandler) -> ErrorHandler:
     return handle
 
 
+def _scoped_unavailable(fallback: ErrorHandler) -> ErrorHandler:
+    """A database or broker out of reach answered under /open311 as the spec's 503 list."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        if _is_open311(request) and (common := unavailable_response(exc)) is not None:
+            return _errors(
+                503,
+                ["service unavailable: retry later"],
+                headers={"Retry-After": common.headers["Retry-After"]},
+            )
+        response = fallback(request, exc)
+        return await response if isinstance(response, Awaitable) else response
+
+    return handle
+
+
 def install_error_format(app: FastAPI) -> None:
     """Open311 refusals, and Starlette's own under /open311 (unknown path, wrong method), in the
-    spec's shape. Call after the common handlers are installed: they stay for other paths."""
+    spec's shape; so is a 503 while the database or broker is away. Call after the common
+    handlers are installed: they stay for other paths."""
     app.add_exception_handler(Open311Error, _refused)
     fallback = app.exception_handlers[StarletteHTTPException]
     app.add_exception_handler(StarletteHTTPException, _scoped(fallback))
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _scoped_unavailable(app.exception_handlers[error]))

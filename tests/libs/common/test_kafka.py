@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -367,7 +368,12 @@ def _raised_from(cause: BaseException) -> RuntimeError:
         (_PostgresError("08006"), True),  # connection failure
         (_InvalidatedError(), True),
         (_raised_from(ConnectionResetError()), True),
+        (asyncpg.InterfaceError("connection is closed"), True),  # its server went away
         (_PostgresError("23505"), False),  # unique violation: the record's own doing
+        (
+            asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+            False,
+        ),
         (RuntimeError("department system said no"), False),
         (ValueError("bad payload"), False),
     ],

@@ -1,8 +1,13 @@
 """Durable acceptance: with the broker paused, intake keeps answering 202 from its outbox; when
-the broker is back, every accepted item is published exactly once, in order per key."""
+the broker is back, every accepted item is published exactly once, in order per key. With the
+database away, nothing can be accepted: intake answers 503 with Retry-After, and a retry after
+the database is back is accepted once."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import shutil
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -10,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from deploy.embedded import EmbeddedBroker, start_broker
+from deploy.embedded import EmbeddedBroker, EmbeddedPostgres, start_broker, start_postgres
 from libs.common.events import CaseSubmitted, VisitRecorded
 from libs.common.topics import CASES_SUBMITTED, VISITS_RECORDED
 from services.intake.app import create_app
-from tests.factories import Isolation, make_intake_settings, make_report
+from tests.factories import Isolation, make_intake_settings, make_open311_request, make_report
 from tests.harness import TopicWatcher, running, until
-from tests.services.intake.conftest import auth
+from tests.services.intake.conftest import auth, outbox_rows
 from tests.services.intake.test_worker_api import make_visit
 
 
@@ -101,3 +106,63 @@ async def test_reports_accepted_while_the_broker_is_paused_are_published_once_af
         assert set(published.values()) == {1}
         notes = [p.note for _, p in visits.seen if isinstance(p, VisitRecorded)]
         assert notes == ["before", *(f"during {i}" for i in range(20)), "after"]
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def own_postgres(isolation: Isolation) -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of this test's own, to stop and start again (outside pytest's temp
+    folders: the server runs as its own OS user when the tests run as root)."""
+    folder = REPO / ".run" / f"outage-postgres-{isolation.token}"
+    server = start_postgres(folder / "data")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_with_the_database_away_intake_answers_503_and_a_retry_after_is_accepted_once(
+    isolation: Isolation, own_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    own = dataclasses.replace(isolation, database_url=own_postgres.url)
+    app = create_app(make_intake_settings(own, attachments_dir=tmp_path / "files"))
+    async with running(app) as client:
+        first = await client.post("/v1/reports", json=make_report(), headers=auth())
+        assert first.status_code == 202, first.text
+
+        await asyncio.to_thread(own_postgres.stop)
+        report, key = make_report(), {"Idempotency-Key": "outage-report-1"}
+        refused = await client.post("/v1/reports", json=report, headers=auth() | key)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == "5"
+        assert refused.json() == {
+            "error": "unavailable",
+            "detail": [{"reason": "the service cannot reach its database or broker; retry later"}],
+        }
+        # Open311 clients get the spec's error list
+        open311 = await client.post("/open311/v2/requests.json", data=make_open311_request())
+        assert open311.status_code == 503, open311.text
+        assert open311.json() == [{"code": 503, "description": "service unavailable: retry later"}]
+        assert open311.headers["Retry-After"] == "5"
+
+        restarted = await asyncio.to_thread(start_postgres, own_postgres.data_dir)
+        assert restarted.url == own_postgres.url
+        accepted: list[str] = []
+
+        async def retried() -> bool:  # the server may refuse a moment longer while it starts
+            response = await client.post("/v1/reports", json=report, headers=auth() | key)
+            assert response.status_code in (202, 503), response.text
+            if response.status_code == 202:
+                accepted.append(response.json()["case_id"])
+            return bool(accepted)
+
+        await until(retried)
+        again = await client.post("/v1/reports", json=report, headers=auth() | key)
+        assert again.status_code == 202, again.text
+        assert again.json()["case_id"] == accepted[0]  # the first answer, not a second case
+        rows = await outbox_rows(app)
+    submitted = [row for row in rows if row.topic.endswith(CASES_SUBMITTED.name)]
+    assert len(submitted) == 2  # the first report and the retried one, once: nothing of the 503s

@@ -1,0 +1,74 @@
+"""The common error format's answer to a database or broker out of reach: 503 with Retry-After,
+handled (no traceback per request, the connection kept); a fault of the service's own stays a
+500. Any OSError counts as out of reach (a socket, a disk): the same rule as the consumer loop's
+(`libs.common.kafka.dependency_unavailable`)."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
+
+from libs.common.web import install_error_handlers
+
+
+class _InvalidatedError(DBAPIError):
+    def __init__(self) -> None:
+        super().__init__("SELECT 1", None, ConnectionResetError(), connection_invalidated=True)
+
+
+def _app(error: Exception) -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/fails")
+    async def fails() -> None:
+        raise error
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FileNotFoundError(2, "No such file or directory"),  # the server's Unix socket is gone
+        ConnectionRefusedError(111, "Connection refused"),
+        asyncpg.InterfaceError("connection is closed"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection"),
+        _InvalidatedError(),
+    ],
+)
+async def test_an_unreachable_database_is_answered_503_with_retry_after(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = httpx.ASGITransport(app=_app(error))
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        with caplog.at_level(logging.WARNING, logger="libs.common.web"):
+            first = await client.get("/fails")
+            second = await client.get("/fails")
+    for response in (first, second):
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+        assert response.json()["error"] == "unavailable"
+    # one warning for the outage's start, not one per request
+    assert len([r for r in caplog.records if "answered 503" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.UniqueViolationError("duplicate key"),
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+        DBAPIError("SELECT 1", None, ValueError("bad parameter")),
+        RuntimeError("a bug"),
+    ],
+)
+async def test_a_fault_of_the_service_own_is_still_a_500(error: Exception) -> None:
+    transport = httpx.ASGITransport(app=_app(error), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        response = await client.get("/fails")
+    assert response.status_code == 500
