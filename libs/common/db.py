@@ -18,6 +18,7 @@ import asyncpg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from asyncpg.transaction import Transaction
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -80,7 +81,8 @@ class HeldConnection:
     """One connection kept out of the pool by a hot loop, used through the asyncpg driver in
     transactions of its own: no pool checkout and reset per round, no SQLAlchemy statement
     machinery per statement (~3x less CPU a statement). A failed round drops the connection;
-    the next round opens a new one."""
+    the next round opens a new one. A held connection that fails to begin (its server stopped
+    or restarted while it sat idle) is replaced at once, before the caller's statements run."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -90,16 +92,35 @@ class HeldConnection:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         async with self._in_use:
+            driver, transaction = await self._begin()
+            try:
+                yield driver
+                await transaction.commit()
+            except BaseException:
+                await self._drop()  # closing it rolls back what the round did
+                raise
+
+    async def _begin(self) -> tuple[asyncpg.Connection, Transaction]:
+        held = self._conn is not None
+        try:
+            return await self._start()
+        except Exception:
+            if not held:
+                raise  # a fresh connection that cannot begin: the server is away
+        return await self._start()  # the held one had gone stale: once more, on a fresh one
+
+    async def _start(self) -> tuple[asyncpg.Connection, Transaction]:
+        try:
             if self._conn is None:
                 self._conn = await self._engine.connect()
             raw = await self._conn.get_raw_connection()
             driver: asyncpg.Connection = raw.driver_connection
-            try:
-                async with driver.transaction():
-                    yield driver
-            except BaseException:
-                await self._drop()
-                raise
+            transaction = driver.transaction()
+            await transaction.start()
+        except BaseException:
+            await self._drop()
+            raise
+        return driver, transaction
 
     async def close(self) -> None:
         async with self._in_use:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from libs.common.db import (
     ALEMBIC_DIR,
     MIGRATION_LOCK_ID,
+    HeldConnection,
     claim_event,
     create_engine,
     migrate,
@@ -252,3 +253,38 @@ async def test_ping_tells_a_reachable_database_from_an_unreachable_one(
     finally:
         await nowhere.dispose()
         await real.dispose()
+
+
+async def test_a_held_connection_whose_server_session_ended_is_replaced_before_the_round(
+    isolation: Isolation, admin: AsyncEngine
+) -> None:
+    """A server stopping or restarting ends every idle session: the next round of a hot loop
+    must not fail for the stale connection (intake answered 500 for the first round on each of
+    its committers' connections when PostgreSQL stopped: asyncpg's InternalClientError)."""
+    schema = isolation.schema("held")
+    async with admin.begin() as conn:
+        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        await conn.execute(sa.text(f'CREATE TABLE "{schema}".marks (n int)'))
+    engine = create_engine(isolation.database_url, schema=schema, pool_size=1)
+    held = HeldConnection(engine)
+    try:
+        async with held.transaction() as conn:
+            first_pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("INSERT INTO marks VALUES (1)")
+        async with admin.connect() as conn:
+            # waits (5 s at most) until the session is gone
+            ended = await conn.scalar(sa.text(f"SELECT pg_terminate_backend({first_pid}, 5000)"))
+        assert ended is True
+
+        async with held.transaction() as conn:  # the dead session is replaced, silently
+            assert await conn.fetchval("SELECT pg_backend_pid()") != first_pid
+            await conn.execute("INSERT INTO marks VALUES (2)")
+        with pytest.raises(RuntimeError, match="round failed"):  # nothing of it is kept
+            async with held.transaction() as conn:
+                await conn.execute("INSERT INTO marks VALUES (3)")
+                raise RuntimeError("the round failed")
+        async with held.transaction() as conn:
+            assert await conn.fetch("SELECT n FROM marks ORDER BY n") == [(1,), (2,)]
+    finally:
+        await held.close()
+        await engine.dispose()
