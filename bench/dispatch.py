@@ -61,7 +61,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.routing_tree import write_config
 from bench.webhook_receiver import WebhookReceiver
-from deploy.embedded import EmbeddedBroker, free_port, start_broker, start_postgres
+from deploy.embedded import (
+    EMBEDDED_FETCH_MAX_WAIT_MS,
+    EmbeddedBroker,
+    free_port,
+    start_broker,
+    start_postgres,
+)
 from libs.common.envelope import Envelope, encode
 from libs.common.events import CaseSubmitted, Category, Location, Reporter, Source, Urgency
 from libs.common.ids import new_case_id
@@ -111,6 +117,8 @@ TUNABLE_DEFAULTS = {
     # the broker's group join waits about half the session timeout (DESIGN.md)
     "GRIDFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
     "GRIDFLOW_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+    # the embedded broker answers a fetch only when its wait ends (docs/configuration.md)
+    "GRIDFLOW_KAFKA_FETCH_MAX_WAIT_MS": str(EMBEDDED_FETCH_MAX_WAIT_MS),
     # a delivery held by the closed receiver must not time out while the backlog is consumed
     "GRIDFLOW_DELIVERY_TIMEOUT_SECONDS": "120",
 }
@@ -123,6 +131,7 @@ REPORTED_SETTINGS = (
     "GRIDFLOW_DELIVERY_POLL_SECONDS",
     "GRIDFLOW_KAFKA_SESSION_TIMEOUT_MS",
     "GRIDFLOW_KAFKA_HEARTBEAT_INTERVAL_MS",
+    "GRIDFLOW_KAFKA_FETCH_MAX_WAIT_MS",
     "GRIDFLOW_KAFKA_PARTITIONS",
     "GRIDFLOW_LOG_LEVEL",
 )

@@ -63,6 +63,12 @@ def _asyncpg_url(uri: str, socket_dir: object) -> str:
     return url
 
 
+# GRIDFLOW_KAFKA_FETCH_MAX_WAIT_MS for services on the embedded broker: it answers a consumer's
+# fetch only when the fetch's wait ends (Kafka answers when records arrive), so the wait is each
+# hop's latency; 50 ms costs an idle consumer ~3 % of a core (docs/configuration.md)
+EMBEDDED_FETCH_MAX_WAIT_MS = 50
+
+
 @dataclass
 class EmbeddedBroker:
     process: subprocess.Popen[bytes]

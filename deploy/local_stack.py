@@ -28,7 +28,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from deploy.embedded import EmbeddedBroker, EmbeddedPostgres, start_broker, start_postgres
+from deploy.embedded import (
+    EMBEDDED_FETCH_MAX_WAIT_MS,
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    start_broker,
+    start_postgres,
+)
 from libs.common.auth import mint_token
 from libs.common.refdata import ConfigError, ReferenceData, load_reference_data
 
@@ -209,6 +215,9 @@ class Stack:
             print("starting the embedded Kafka-protocol broker (Tansu, in memory) …", flush=True)
             self.broker = start_broker(self.args.kafka_port, log_path=self.run_dir / "broker.log")
             kafka = self.broker.bootstrap_servers
+            # the embedded broker answers a fetch only when its wait ends: a shorter wait is a
+            # shorter hop (docs/configuration.md, GRIDFLOW_KAFKA_FETCH_MAX_WAIT_MS)
+            env.setdefault("GRIDFLOW_KAFKA_FETCH_MAX_WAIT_MS", str(EMBEDDED_FETCH_MAX_WAIT_MS))
         env["DATABASE_URL"] = database_url
         env["KAFKA_BOOTSTRAP_SERVERS"] = kafka
         env["GRIDFLOW_CONFIG_DIR"] = str(self.args.config)

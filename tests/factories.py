@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from deploy.embedded import EMBEDDED_FETCH_MAX_WAIT_MS
 from libs.common.auth import mint_token
 from services.dispatch.settings import DispatchSettings
 from services.intake.settings import IntakeSettings
@@ -49,6 +50,7 @@ class Isolation:
             "metrics_token": METRICS_TOKEN,
             "kafka_session_timeout_ms": 2000,
             "kafka_heartbeat_interval_ms": 200,
+            "kafka_fetch_max_wait_ms": EMBEDDED_FETCH_MAX_WAIT_MS,
             "kafka_retry_backoff_ms": 10,
         }
 

@@ -313,6 +313,7 @@ class ConsumerLoop:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             max_poll_records=self._max_records,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
         self.started = asyncio.Event()
         self.joined = asyncio.Event()

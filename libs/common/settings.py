@@ -56,6 +56,13 @@ class ServiceSettings(BaseSettings):
     kafka_heartbeat_interval_ms: int = Field(
         default=3_000, ge=100, description="consumer heartbeat interval (Kafka's default)"
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=10,
+        le=10_000,
+        description="longest a consumer's fetch waits at the broker for new records (Kafka's"
+        " default; Kafka answers as soon as records arrive, the embedded broker only at the end)",
+    )
     kafka_handler_attempts: int = Field(
         default=5, ge=1, le=50, description="tries per message before it is dead-lettered"
     )
