@@ -460,6 +460,43 @@ async def test_a_receiver_s_own_concurrency_overrides_the_deployment_s(
         assert slow.most == 1
 
 
+@pytest.mark.parametrize("answer", [200, 500])
+async def test_a_round_of_successes_leaves_its_receivers_unlocked_for_leasing_a_failure_locks(
+    isolation: Isolation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: int
+) -> None:
+    """The lease loop skips receivers locked elsewhere: a round recording only successes on a
+    closed breaker changes no receiver, so it must not lock one (leasing for that department
+    would wait for its commit); a round with a failure moves the breaker, so it locks."""
+    async with dispatch_stack_with(isolation, tmp_path, delivery_breaker_failures=100) as stack:
+        deliverer = stack.app.state.deliverer
+        inside, release = asyncio.Event(), asyncio.Event()
+        assign = deliverer._assign
+
+        async def held_inside_the_round(driver: Any, delivered: Any) -> None:
+            inside.set()
+            await release.wait()
+            await assign(driver, delivered)
+
+        monkeypatch.setattr(deliverer, "_assign", held_inside_the_round)
+        if answer != 200:
+            stack.receiver.fail_next("chengguan", answer)
+        case = make_case()
+        await publish(stack, case)
+        await asyncio.wait_for(inside.wait(), WAIT_SECONDS)
+        try:
+            async with stack.app.state.runtime.sessions() as session, session.begin():
+                lock = sa.text(
+                    "SELECT department FROM receivers WHERE department = 'chengguan'"
+                    " FOR UPDATE SKIP LOCKED"
+                )
+                free = (await session.execute(lock)).scalars().all()
+        finally:
+            release.set()
+        assert free == (["chengguan"] if answer == 200 else [])
+        if answer == 200:
+            await stack.lifecycle.wait_for(_is(case.case_id, Transition.ASSIGNED))
+
+
 async def test_answers_that_could_not_be_recorded_are_recorded_in_a_later_round(
     isolation: Isolation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
