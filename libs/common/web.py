@@ -4,8 +4,10 @@ and one error shape for refused input (status, field path, reason)."""
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -20,6 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, SecretStr, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.common.auth import AuthError
@@ -30,6 +33,49 @@ if TYPE_CHECKING:
     from libs.common.runtime import Runtime
 
 ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool]]]
+
+
+class ErrorDetail(BaseModel):
+    """One reason of a refusal: what is wrong and, where it applies, the field path."""
+
+    reason: str
+    path: str | None = None
+    type: str | None = None  # pydantic's error type, for refused input (422)
+
+
+class ErrorBody(BaseModel):
+    """Every refusal outside Open311: a machine-readable code and the reasons."""
+
+    error: str
+    detail: list[ErrorDetail]
+
+
+ERROR_STATUSES = {
+    400: "Bad Request: the body or a parameter cannot be read",
+    401: "Unauthorized: the credentials are missing, invalid or expired",
+    403: "Forbidden: the credentials do not allow this",
+    404: "Not Found",
+    409: "Conflict: refused in the current state (or an idempotency key reused)",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content: the input does not fit the schema",
+    503: "Service Unavailable: the database is not reachable",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route that refuses with these statuses (documented as ErrorBody)."""
+    return {status: {"description": ERROR_STATUSES[status]} for status in statuses}
+
+
+_READINESS = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not_ready"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+    },
+    "required": ["status", "checks"],
+}
 
 
 class ApiError(Exception):
@@ -62,6 +108,19 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.path:
             detail["path"] = exc.path
         return JSONResponse({"error": exc.code, "detail": [detail]}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals too (a body that cannot be decoded is 400), in the one shape
+        try:
+            code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        except ValueError:
+            code = "http_error"
+        return JSONResponse(
+            {"error": code, "detail": [{"reason": str(exc.detail)}]},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(AuthError)
     async def _unauthorised(_: Request, exc: AuthError) -> JSONResponse:
@@ -112,7 +171,17 @@ def install_platform_routes(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["platform"], summary="the broker and the database are reachable")
+    @app.get(
+        "/readyz",
+        tags=["platform"],
+        summary="the broker and the database are reachable",
+        responses={
+            503: {
+                "description": "not ready: a required check failed",
+                "content": {"application/json": {"schema": _READINESS}},
+            }
+        },
+    )
     async def readyz() -> JSONResponse:
         results = dict(await readiness())
         required = [ok for name, ok in results.items() if name not in optional]
@@ -120,7 +189,20 @@ def install_platform_routes(
         body = {"status": "ready" if status == 200 else "not_ready", "checks": results}
         return JSONResponse(body, status_code=status)
 
-    @app.get("/metrics", tags=["platform"], summary="Prometheus metrics (bearer token)")
+    @app.get(
+        "/metrics",
+        tags=["platform"],
+        summary="Prometheus metrics (bearer token)",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "the Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **error_responses(401, 403),
+        },
+        openapi_extra={"security": [{"bearer": []}]},
+    )
     async def metrics(request: Request) -> Response:
         if metrics_token is None:
             raise AuthError(403, "metrics are disabled: GRIDFLOW_METRICS_TOKEN is not set")
@@ -198,12 +280,69 @@ def documented_body(model: type[BaseModel], *headers: dict[str, Any]) -> dict[st
     }
 
 
+def document_errors(schema: dict[str, Any], *, own_format: Sequence[str] = ()) -> None:
+    """The refusals every route can give, in the OpenAPI: 401 and 403 where a bearer token is
+    required, 422 where there is input to refuse, and each error status in ErrorBody's shape
+    (FastAPI's default HTTPValidationError is not what `install_error_handlers` answers).
+    Paths starting with one of `own_format` document their errors themselves (Open311)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in body.pop("$defs", {}).items():
+        components[name] = definition
+    components["ErrorBody"] = body
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, item in schema.get("paths", {}).items():
+        if any(path.startswith(prefix) for prefix in own_format):
+            for operation in item.values():  # FastAPI's own 422 is never answered there
+                operation.get("responses", {}).pop("422", None)
+            continue
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            if operation.get("security"):
+                responses.setdefault("401", {})
+                responses.setdefault("403", {})
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("422", {})
+            if operation.get("requestBody"):
+                responses.setdefault("400", {})  # e.g. JSON that is not UTF-8
+            for status, response in responses.items():
+                described = "content" in response and "HTTPValidationError" not in str(response)
+                if status.isdigit() and int(status) >= 400 and not described:
+                    default = ERROR_STATUSES.get(int(status), "refused")
+                    response["description"] = response.get("description") or default
+                    response["content"] = content
+    if "HTTPValidationError" not in json.dumps(schema.get("paths", {})):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+
+
+def signed_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for an endpoint that reads a Standard-Webhooks-signed body as `model` (the
+    bridges' inbound routes; add the model with `install_openapi`)."""
+    headers = [
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    ]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        },
+        "parameters": headers,
+    }
+
+
 def install_openapi(
     app: FastAPI,
     models: Sequence[type[BaseModel]],
     schemas: Mapping[str, dict[str, Any]] | None = None,
+    *,
+    own_format: Sequence[str] = (),
 ) -> None:
-    """Add the models that `documented_body` refers to, and the bearer scheme, to the OpenAPI."""
+    """Add the models that `documented_body` refers to, the bearer scheme and the refusals
+    (`document_errors`, with `own_format`) to the OpenAPI."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -224,6 +363,7 @@ def install_openapi(
             "scheme": "bearer",
             "bearerFormat": "JWT",
         }
+        document_errors(schema, own_format=own_format)
         app.openapi_schema = schema
         return schema
 
@@ -250,4 +390,5 @@ def service_app(
         readiness=runtime.ready,
         optional=optional,
     )
+    install_openapi(app, ())  # services with body models of their own install it again
     return app

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.common.auth import Principal
 from libs.common.contract import Contract
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError
+from libs.common.web import ApiError, error_responses
 from services.dispatch.delivery import DeliveryStatus, breaker_phase
 from services.dispatch.departments import MAX_PAGE, make_cursor, read_cursor
 from services.dispatch.models import CaseRow, DeliveryRow, ReceiverRow
@@ -265,6 +265,7 @@ async def _locked_receiver(session: AsyncSession, department: str, now: datetime
 @router.post(
     "/receivers/{department}/enable",
     summary="enable a receiver (after a 410 or an operator's disable): its deliveries resume",
+    responses=error_responses(404, 409),
     openapi_extra=_SECURITY,
 )
 async def enable(request: Request, department: str) -> JSONResponse:
@@ -296,6 +297,7 @@ async def enable(request: Request, department: str) -> JSONResponse:
 @router.post(
     "/receivers/{department}/disable",
     summary="disable a receiver: its deliveries wait, pending, until it is enabled",
+    responses=error_responses(404, 409),
     openapi_extra=_SECURITY,
 )
 async def disable(request: Request, department: str, body: DisableRequest) -> JSONResponse:

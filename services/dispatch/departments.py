@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from libs.common.auth import AuthError, Principal, TokenVerifier
 from libs.common.events import Actor, CaseSubmitted
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError, bearer_token
+from libs.common.web import ApiError, bearer_token, error_responses
 from services.dispatch.commands import (
     CaseNotFoundError,
     CommandKey,
@@ -143,6 +143,7 @@ async def inbox(
 
 @router.get(
     "/cases/{case_id}",
+    responses=error_responses(404),
     summary="one case: what was reported, and its timeline",
     openapi_extra=_SECURITY,
 )

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from libs.common.auth import AuthError, Principal, TokenVerifier
 from libs.common.events import Actor, CaseState
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError, bearer_token
+from libs.common.web import ApiError, bearer_token, error_responses
 from services.dispatch.departments import (
     MAX_PAGE,
     Caller,
@@ -135,6 +135,7 @@ async def search(
 
 @router.get(
     "/cases/{case_id}",
+    responses=error_responses(404),
     summary="one case with its timeline (who, when, what, why)",
     openapi_extra=_SECURITY,
 )

@@ -55,7 +55,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 import sqlalchemy as sa
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, HttpUrl, SecretStr, ValidationError
 from sqlalchemy.dialects.postgresql import insert
@@ -850,6 +850,43 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
+# The OpenAPI of the paths: `.json` is the one format, the key a query parameter (or HTTP Basic's
+# password, which OpenAPI cannot say of a parameter), refusals in the spec's list shape.
+Format = Annotated[str, Path(json_schema_extra={"enum": ["json"]})]
+_KEYED: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "api_key",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "the client's key (or the password of HTTP Basic authentication)",
+        }
+    ]
+}
+_ERRORS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"code": {"type": "integer"}, "description": {"type": "string"}},
+        "required": ["code", "description"],
+    },
+}
+_REFUSED = {
+    400: "invalid input",
+    401: "api_key missing or unknown",
+    404: "not found (another client's request is as unknown as a made-up id)",
+    409: "the Idempotency-Key was used with a different request",
+    413: "body too large",
+    415: "neither form-encoded nor JSON",
+}
+
+
+def _refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    content = {"application/json": {"schema": _ERRORS}}
+    return {status: {"description": _REFUSED[status], "content": content} for status in statuses}
+
+
 def _post_openapi() -> dict[str, Any]:
     schema = Open311Submission.model_json_schema()
     schema["properties"] = {"api_key": {"type": "string"}, **schema["properties"]}
@@ -896,9 +933,14 @@ async def _fields(request: Request) -> dict[str, Any]:
     )
 
 
-@router.get("/services.{fmt}", summary="the services offered (GeoReport: GET Service List)")
+@router.get(
+    "/services.{fmt}",
+    summary="the services offered (GeoReport: GET Service List)",
+    responses=_refusals(400, 401),
+    openapi_extra=_KEYED,
+)
 async def get_services(
-    fmt: str, request: Request, state: StateDep, keys: Open311KeysDep
+    fmt: Format, request: Request, state: StateDep, keys: Open311KeysDep
 ) -> JSONResponse:
     _json_only(fmt)
     identify(offered_key(request), keys)
@@ -906,10 +948,13 @@ async def get_services(
 
 
 @router.get(
-    "/services/{service_code}.{fmt}", summary="a service's attributes (GET Service Definition)"
+    "/services/{service_code}.{fmt}",
+    summary="a service's attributes (GET Service Definition)",
+    responses=_refusals(400, 401, 404),
+    openapi_extra=_KEYED,
 )
 async def get_service_definition(
-    service_code: str, fmt: str, request: Request, state: StateDep, keys: Open311KeysDep
+    service_code: str, fmt: Format, request: Request, state: StateDep, keys: Open311KeysDep
 ) -> JSONResponse:
     _json_only(fmt)
     identify(offered_key(request), keys)
@@ -923,10 +968,11 @@ async def get_service_definition(
     "/requests.{fmt}",
     status_code=201,
     summary="submit a request (form-encoded as in the spec, or JSON with the same keys)",
+    responses=_refusals(400, 401, 409, 413, 415),
     openapi_extra=_post_openapi(),
 )
 async def post_request(
-    fmt: str, request: Request, state: StateDep, keys: Open311KeysDep
+    fmt: Format, request: Request, state: StateDep, keys: Open311KeysDep
 ) -> JSONResponse:
     _json_only(fmt)
     fields = await _fields(request)
@@ -978,9 +1024,14 @@ async def post_request(
     return JSONResponse([answer], status_code=201)
 
 
-@router.get("/requests.{fmt}", summary="the client's own requests (GET Service Requests)")
+@router.get(
+    "/requests.{fmt}",
+    summary="the client's own requests (GET Service Requests)",
+    responses=_refusals(400, 401),
+    openapi_extra=_KEYED,
+)
 async def get_requests(
-    fmt: str, request: Request, state: StateDep, keys: Open311KeysDep
+    fmt: Format, request: Request, state: StateDep, keys: Open311KeysDep
 ) -> JSONResponse:
     _json_only(fmt)
     client_id = identify(offered_key(request), keys)
@@ -1000,10 +1051,13 @@ async def get_requests(
 
 
 @router.get(
-    "/requests/{service_request_id}.{fmt}", summary="one of the client's requests (GET Request)"
+    "/requests/{service_request_id}.{fmt}",
+    summary="one of the client's requests (GET Request)",
+    responses=_refusals(400, 401, 404),
+    openapi_extra=_KEYED,
 )
 async def get_request(
-    service_request_id: str, fmt: str, request: Request, state: StateDep, keys: Open311KeysDep
+    service_request_id: str, fmt: Format, request: Request, state: StateDep, keys: Open311KeysDep
 ) -> JSONResponse:
     _json_only(fmt)
     client_id = identify(offered_key(request), keys)

@@ -353,7 +353,7 @@ async def test_every_endpoint_needs_a_known_key_and_the_rest_of_intake_keeps_its
     ]
     other = await client.get(f"{open311.base_url}/v1/nothing")
     assert other.status_code == 404
-    assert other.json() == {"detail": "Not Found"}
+    assert other.json() == {"error": "not_found", "detail": [{"reason": "Not Found"}]}
     worker = await client.post(f"{open311.base_url}/v1/reports", json=make_report())
     assert worker.status_code == 401
     assert worker.json()["error"] == "unauthenticated"
