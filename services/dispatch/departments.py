@@ -94,13 +94,16 @@ def read_cursor(text: str | None) -> tuple[datetime, str] | None:
     """A page cursor this API gave: (moment, key) of the last row of the page before."""
     if not text:
         return None
+    refused = ApiError(422, "invalid_request", "not a cursor this API gave", "query.cursor")
     try:
         moment, key = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(moment), key
+        when = datetime.fromisoformat(moment)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ApiError(
-            422, "invalid_request", "not a cursor this API gave", "query.cursor"
-        ) from exc
+        raise refused from exc
+    # what it gave is aware and has no NUL (which PostgreSQL refuses with an error)
+    if when.tzinfo is None or "\x00" in key:
+        raise refused
+    return when, key
 
 
 def make_cursor(moment: datetime, key: str) -> str:

@@ -94,7 +94,10 @@ async def search(
     state: Annotated[list[CaseState] | None, Query()] = None,
     department: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{1,31}$")] = None,
     grid: Annotated[str | None, Query(pattern=r"^[0-9]{6,15}$", description="a subtree")] = None,
-    category: Annotated[str | None, Query(max_length=64, description="a code or a prefix")] = None,
+    category: Annotated[
+        str | None,
+        Query(max_length=64, pattern=r"^[a-z][a-z_.]*$", description="a code or a prefix"),
+    ] = None,
     since: Annotated[datetime | None, Query(description="created at or after")] = None,
     until: Annotated[datetime | None, Query(description="created before")] = None,
     supervised: bool | None = None,
