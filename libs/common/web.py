@@ -266,6 +266,48 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise RequestValidationError(errors) from exc
 
 
+NUL_REASON = "text must not contain the NUL character (U+0000): it cannot be stored"
+
+
+def nul_path(value: Any, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """The path of the first text (or key) in parsed JSON that holds a NUL character, which
+    PostgreSQL refuses in text and jsonb with an error (so the whole transaction fails)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: Any = ()
+    if isinstance(value, dict):
+        for key in value:
+            if "\x00" in key:
+                return (*path, key)
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    for key, item in items:
+        found = nul_path(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def json_nul_path(raw: bytes) -> tuple[str | int, ...] | None:
+    """`nul_path` of a JSON body; quick when there is none (in JSON a NUL can only be written
+    as the escape \\u0000). A body that is not JSON is left to the parser's own refusal."""
+    if b"\\u0000" not in raw:
+        return None
+    try:
+        return nul_path(json.loads(raw))
+    except ValueError:
+        return None
+
+
+def refuse_nul(raw: bytes) -> None:
+    """RequestValidationError (422, with the field path) for a JSON body with a NUL in a text."""
+    found = json_nul_path(raw)
+    if found is not None:
+        error = {"loc": ("body", *found), "msg": NUL_REASON, "type": "string_nul"}
+        raise RequestValidationError([error])
+
+
 def documented_body(model: type[BaseModel], *headers: dict[str, Any]) -> dict[str, Any]:
     """OpenAPI for an endpoint that parses its body with `parse_body` (see `install_openapi`)."""
     return {

@@ -57,7 +57,7 @@ class ReplayRequest(Contract):
 
 
 class DisableRequest(Contract):
-    reason: Annotated[str, Field(min_length=1, max_length=200)]
+    reason: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 
 
 def _visible_deliveries(runtime: Runtime, principal: Principal) -> Any:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from libs.common.auth import AuthError, Principal, TokenVerifier
 from libs.common.events import Actor, CaseSubmitted
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError, bearer_token, error_responses
+from libs.common.web import NUL_REASON, ApiError, bearer_token, error_responses, nul_path
 from services.dispatch.commands import (
     CaseNotFoundError,
     CommandKey,
@@ -205,6 +205,9 @@ async def run_command(
         data = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
         raise ApiError(422, "invalid_request", "the body is not JSON", "body") from exc
+    found = nul_path(data)
+    if found is not None:
+        raise ApiError(422, "invalid_request", NUL_REASON, ".".join(map(str, ("body", *found))))
     if not isinstance(data, dict) or "actor" in data:
         raise ApiError(
             422, "invalid_request", "a JSON object without `actor` (the token says who)", "body"

@@ -80,6 +80,7 @@ from libs.common.events import (
 from libs.common.ids import new_case_id
 from libs.common.refdata import CategoryForm, ReferenceData
 from libs.common.topics import CASES_SUBMITTED
+from libs.common.web import NUL_REASON, nul_path
 from services.intake.acceptance import Claim, Staged
 from services.intake.api import fingerprint
 from services.intake.deps import Open311KeysDep, StateDep
@@ -925,12 +926,17 @@ async def _fields(request: Request) -> dict[str, Any]:
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     body = await _read_body(request)
     if media_type in ("", "application/x-www-form-urlencoded"):
-        return form_fields(body)
-    if media_type == "application/json":
-        return json_fields(body)
-    raise Open311Error(
-        415, "Content-Type: use application/x-www-form-urlencoded or application/json"
-    )
+        fields = form_fields(body)
+    elif media_type == "application/json":
+        fields = json_fields(body)
+    else:
+        raise Open311Error(
+            415, "Content-Type: use application/x-www-form-urlencoded or application/json"
+        )
+    found = nul_path(fields)
+    if found is not None:  # else it fails the commit of every request batched with it
+        raise _invalid(".".join(map(str, found)), NUL_REASON)
+    return fields
 
 
 @router.get(

@@ -291,6 +291,12 @@ async def test_a_client_library_lists_defines_and_follows_a_request_to_closure(
             "attribute[level]: not an attribute of this service",
         ),
         ("/requests.json", {"phone": "call me"}, 400, "phone: String should match pattern"),
+        (  # PostgreSQL cannot store it: it failed the commit of every request batched with it
+            "/requests.json",
+            {"description": "垃圾三天没有清运\x00"},
+            400,
+            "description: text must not contain the NUL character",
+        ),
         (
             "/requests.xml",
             {},
