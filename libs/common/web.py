@@ -8,9 +8,9 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.common.auth import AuthError
+from libs.common.contract import CASE_ID_PATTERN
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -266,6 +267,11 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise RequestValidationError(errors) from exc
 
 
+# a case id in a path: well-formed, or refused before any query (PostgreSQL answers an id with a
+# NUL in it with an error, not with "no such row")
+CaseIdPath = Annotated[
+    str, Path(pattern=CASE_ID_PATTERN, description="gridflow case id: 'C' + a 26-character ULID")
+]
 NUL_REASON = "text must not contain the NUL character (U+0000): it cannot be stored"
 
 

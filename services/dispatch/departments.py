@@ -25,7 +25,14 @@ from pydantic import ValidationError
 from libs.common.auth import AuthError, Principal, TokenVerifier
 from libs.common.events import Actor, CaseSubmitted
 from libs.common.runtime import Runtime
-from libs.common.web import NUL_REASON, ApiError, bearer_token, error_responses, nul_path
+from libs.common.web import (
+    NUL_REASON,
+    ApiError,
+    CaseIdPath,
+    bearer_token,
+    error_responses,
+    nul_path,
+)
 from services.dispatch.commands import (
     CaseNotFoundError,
     CommandKey,
@@ -150,7 +157,7 @@ async def inbox(
     summary="one case: what was reported, and its timeline",
     openapi_extra=_SECURITY,
 )
-async def case_detail(request: Request, case_id: str) -> JSONResponse:
+async def case_detail(request: Request, case_id: CaseIdPath) -> JSONResponse:
     runtime, department = _department(request, "cases:read")
     async with runtime.sessions() as session:
         row = await session.get(CaseRow, case_id)
@@ -268,7 +275,7 @@ def add_command_route(
 ) -> None:
     """POST <prefix>/cases/{case_id}/<path>: one lifecycle command, its body `model` less actor."""
 
-    async def endpoint(request: Request, case_id: str) -> JSONResponse:
+    async def endpoint(request: Request, case_id: CaseIdPath) -> JSONResponse:
         who = caller(request)
         return await run_command(
             request,

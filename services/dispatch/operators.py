@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from libs.common.auth import AuthError, Principal, TokenVerifier
 from libs.common.events import Actor, CaseState
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError, bearer_token, error_responses
+from libs.common.web import ApiError, CaseIdPath, bearer_token, error_responses
 from services.dispatch.departments import (
     MAX_PAGE,
     Caller,
@@ -142,7 +142,7 @@ async def search(
     summary="one case with its timeline (who, when, what, why)",
     openapi_extra=_SECURITY,
 )
-async def case_detail(request: Request, case_id: str) -> JSONResponse:
+async def case_detail(request: Request, case_id: CaseIdPath) -> JSONResponse:
     runtime, principal = _operator(request, "cases:read")
     async with runtime.sessions() as session:
         row = await session.get(CaseRow, case_id)

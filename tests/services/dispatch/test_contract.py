@@ -125,3 +125,13 @@ async def test_a_nul_in_a_filter_is_refused_not_a_server_error(
     paged = await client.get(f"/v1/operator/deliveries?cursor={cursor}", headers=headers)
     assert paged.status_code == 422, paged.text
     assert paged.json()["detail"][0]["path"] == "query.cursor"
+    department = {"Authorization": f"Bearer {make_department_token('chengguan')}"}
+    for method, path, who in (  # a case id in the path: was a 500 the same way
+        ("GET", "/v1/operator/cases/C%00", headers),
+        ("GET", "/v1/department/cases/C%00", department),
+        ("POST", "/v1/department/cases/C%00/sign", department),
+        ("GET", "/v1/partner/cases/C%00", {"Authorization": f"Bearer {_partner_token()}"}),
+    ):
+        answer = await client.request(method, path, headers=who, json={})
+        assert answer.status_code == 422, (path, answer.text)
+        assert answer.json()["detail"][0]["path"] == "path.case_id"
