@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check format lock clean bench bench-intake bench-dispatch bench-sla faults
+.PHONY: run test check format lock clean bench bench-intake bench-dispatch bench-sla faults contract
 
 $(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench: $(STAMP)  ## the whole stack end to end: cases/s and latency at fixed loa
 
 faults: $(STAMP)  ## the fault suite under steady load: kill -9, broker paused, PostgreSQL restarted, poison, receiver down (docs/reliability.md)
 	$(BIN)/python -m bench.faults
+
+contract: $(STAMP)  ## schemathesis against every service's OpenAPI document: no 5xx, answers as documented (docs/reliability.md)
+	$(BIN)/python -m bench.contract
 
 bench-intake: $(STAMP)  ## intake's accepted reports/s vs a trivial endpoint (docs/performance.md)
 	$(BIN)/python -m bench.intake

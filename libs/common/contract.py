@@ -14,10 +14,11 @@ class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+CASE_ID_PATTERN = r"^C[0-9A-HJKMNP-TV-Z]{26}$"
 CaseId = Annotated[
     str,
     Field(
-        pattern=r"^C[0-9A-HJKMNP-TV-Z]{26}$",
+        pattern=CASE_ID_PATTERN,
         description="gridflow case id: 'C' + a 26-character ULID (time-ordered)",
         examples=["C01JDQ7Y8XW2N3K4M5P6Q7R8S9T"],
     ),

@@ -4,14 +4,16 @@ and one error shape for refused input (status, field path, reason)."""
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import asyncpg
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -24,9 +26,11 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, SecretStr, ValidationError
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.common.auth import AuthError
+from libs.common.contract import CASE_ID_PATTERN
 from libs.common.kafka import dependency_unavailable
 
 if TYPE_CHECKING:
@@ -35,6 +39,49 @@ if TYPE_CHECKING:
     from libs.common.runtime import Runtime
 
 ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool]]]
+
+
+class ErrorDetail(BaseModel):
+    """One reason of a refusal: what is wrong and, where it applies, the field path."""
+
+    reason: str
+    path: str | None = None
+    type: str | None = None  # pydantic's error type, for refused input (422)
+
+
+class ErrorBody(BaseModel):
+    """Every refusal outside Open311: a machine-readable code and the reasons."""
+
+    error: str
+    detail: list[ErrorDetail]
+
+
+ERROR_STATUSES = {
+    400: "Bad Request: the body or a parameter cannot be read",
+    401: "Unauthorized: the credentials are missing, invalid or expired",
+    403: "Forbidden: the credentials do not allow this",
+    404: "Not Found",
+    409: "Conflict: refused in the current state (or an idempotency key reused)",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content: the input does not fit the schema",
+    503: "Service Unavailable: the database or broker cannot be reached; retry after Retry-After",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route that refuses with these statuses (documented as ErrorBody)."""
+    return {status: {"description": ERROR_STATUSES[status]} for status in statuses}
+
+
+_READINESS = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not_ready"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+    },
+    "required": ["status", "checks"],
+}
 
 
 class ApiError(Exception):
@@ -130,6 +177,19 @@ def install_error_handlers(app: FastAPI) -> None:
             detail["path"] = exc.path
         return JSONResponse({"error": exc.code, "detail": [detail]}, status_code=exc.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals too (a body that cannot be decoded is 400), in the one shape
+        try:
+            code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        except ValueError:
+            code = "http_error"
+        return JSONResponse(
+            {"error": code, "detail": [{"reason": str(exc.detail)}]},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
     @app.exception_handler(AuthError)
     async def _unauthorised(_: Request, exc: AuthError) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer realm="gridflow"'} if exc.status == 401 else None
@@ -179,7 +239,17 @@ def install_platform_routes(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["platform"], summary="the broker and the database are reachable")
+    @app.get(
+        "/readyz",
+        tags=["platform"],
+        summary="the broker and the database are reachable",
+        responses={
+            503: {
+                "description": "not ready: a required check failed",
+                "content": {"application/json": {"schema": _READINESS}},
+            }
+        },
+    )
     async def readyz() -> JSONResponse:
         results = dict(await readiness())
         required = [ok for name, ok in results.items() if name not in optional]
@@ -187,7 +257,20 @@ def install_platform_routes(
         body = {"status": "ready" if status == 200 else "not_ready", "checks": results}
         return JSONResponse(body, status_code=status)
 
-    @app.get("/metrics", tags=["platform"], summary="Prometheus metrics (bearer token)")
+    @app.get(
+        "/metrics",
+        tags=["platform"],
+        summary="Prometheus metrics (bearer token)",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "the Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **error_responses(401, 403),
+        },
+        openapi_extra={"security": [{"bearer": []}]},
+    )
     async def metrics(request: Request) -> Response:
         if metrics_token is None:
             raise AuthError(403, "metrics are disabled: GRIDFLOW_METRICS_TOKEN is not set")
@@ -251,6 +334,53 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise RequestValidationError(errors) from exc
 
 
+# a case id in a path: well-formed, or refused before any query (PostgreSQL answers an id with a
+# NUL in it with an error, not with "no such row")
+CaseIdPath = Annotated[
+    str, Path(pattern=CASE_ID_PATTERN, description="gridflow case id: 'C' + a 26-character ULID")
+]
+NUL_REASON = "text must not contain the NUL character (U+0000): it cannot be stored"
+
+
+def nul_path(value: Any, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """The path of the first text (or key) in parsed JSON that holds a NUL character, which
+    PostgreSQL refuses in text and jsonb with an error (so the whole transaction fails)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: Any = ()
+    if isinstance(value, dict):
+        for key in value:
+            if "\x00" in key:
+                return (*path, key)
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    for key, item in items:
+        found = nul_path(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def json_nul_path(raw: bytes) -> tuple[str | int, ...] | None:
+    """`nul_path` of a JSON body; quick when there is none (in JSON a NUL can only be written
+    as the escape \\u0000). A body that is not JSON is left to the parser's own refusal."""
+    if b"\\u0000" not in raw:
+        return None
+    try:
+        return nul_path(json.loads(raw))
+    except ValueError:
+        return None
+
+
+def refuse_nul(raw: bytes) -> None:
+    """RequestValidationError (422, with the field path) for a JSON body with a NUL in a text."""
+    found = json_nul_path(raw)
+    if found is not None:
+        error = {"loc": ("body", *found), "msg": NUL_REASON, "type": "string_nul"}
+        raise RequestValidationError([error])
+
+
 def documented_body(model: type[BaseModel], *headers: dict[str, Any]) -> dict[str, Any]:
     """OpenAPI for an endpoint that parses its body with `parse_body` (see `install_openapi`)."""
     return {
@@ -265,12 +395,74 @@ def documented_body(model: type[BaseModel], *headers: dict[str, Any]) -> dict[st
     }
 
 
+_NO_DEPENDENCY = frozenset({"/healthz", "/metrics"})  # answered without the database or broker
+
+
+def document_errors(schema: dict[str, Any], *, own_format: Sequence[str] = ()) -> None:
+    """The refusals every route can give, in the OpenAPI: 401 and 403 where a bearer token is
+    required, 422 where there is input to refuse, and each error status in ErrorBody's shape
+    (FastAPI's default HTTPValidationError is not what `install_error_handlers` answers).
+    Paths starting with one of `own_format` document their errors themselves (Open311)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in body.pop("$defs", {}).items():
+        components[name] = definition
+    components["ErrorBody"] = body
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, item in schema.get("paths", {}).items():
+        if any(path.startswith(prefix) for prefix in own_format):
+            for operation in item.values():  # FastAPI's own 422 is never answered there
+                operation.get("responses", {}).pop("422", None)
+            continue
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            if operation.get("security"):
+                responses.setdefault("401", {})
+                responses.setdefault("403", {})
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("422", {})
+            if operation.get("requestBody"):
+                responses.setdefault("400", {})  # e.g. JSON that is not UTF-8
+            if path not in _NO_DEPENDENCY:  # install_error_handlers: the database or broker away
+                responses.setdefault("503", {})
+            for status, response in responses.items():
+                described = "content" in response and "HTTPValidationError" not in str(response)
+                if status.isdigit() and int(status) >= 400 and not described:
+                    default = ERROR_STATUSES.get(int(status), "refused")
+                    response["description"] = response.get("description") or default
+                    response["content"] = content
+    if "HTTPValidationError" not in json.dumps(schema.get("paths", {})):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+
+
+def signed_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for an endpoint that reads a Standard-Webhooks-signed body as `model` (the
+    bridges' inbound routes; add the model with `install_openapi`)."""
+    headers = [
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    ]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        },
+        "parameters": headers,
+    }
+
+
 def install_openapi(
     app: FastAPI,
     models: Sequence[type[BaseModel]],
     schemas: Mapping[str, dict[str, Any]] | None = None,
+    *,
+    own_format: Sequence[str] = (),
 ) -> None:
-    """Add the models that `documented_body` refers to, and the bearer scheme, to the OpenAPI."""
+    """Add the models that `documented_body` refers to, the bearer scheme and the refusals
+    (`document_errors`, with `own_format`) to the OpenAPI."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -291,6 +483,7 @@ def install_openapi(
             "scheme": "bearer",
             "bearerFormat": "JWT",
         }
+        document_errors(schema, own_format=own_format)
         app.openapi_schema = schema
         return schema
 
@@ -317,4 +510,5 @@ def service_app(
         readiness=runtime.ready,
         optional=optional,
     )
+    install_openapi(app, ())  # services with body models of their own install it again
     return app

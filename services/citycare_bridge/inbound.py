@@ -33,7 +33,7 @@ from libs.common.bridge.metrics import BridgeMetrics
 from libs.common.bridge.queue import enqueue
 from libs.common.ids import new_case_id
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError
+from libs.common.web import ApiError, error_responses, signed_body
 from libs.common.worktime import ChinaCalendar
 from services.citycare_bridge.mapping import CitycareMapping, map_case, new_task
 from services.citycare_bridge.partner import CaseFiled, CaseVerified, CitycareEvent, PushedEvent
@@ -145,7 +145,8 @@ def _wake(request: Request) -> None:
 @router.post(
     "/events",
     summary="one event pushed by the 数字城管 platform (Standard Webhooks signature)",
-    responses={400: {}, 401: {}, 404: {}},
+    responses=error_responses(400, 401, 404),
+    openapi_extra=signed_body(PushedEvent),
 )
 async def pushed(request: Request) -> JSONResponse:
     context: CitycareContext = request.app.state.citycare
@@ -182,7 +183,8 @@ class Delivery(BaseModel):
 @router.post(
     "/deliveries",
     summary="dispatch's webhook to the platform's department entry: file the case as a task",
-    responses={400: {}, 401: {}, 422: {}},
+    responses=error_responses(400, 401, 422),
+    openapi_extra=signed_body(Delivery),
 )
 async def delivered(request: Request) -> JSONResponse:
     context: CitycareContext = request.app.state.citycare

@@ -18,9 +18,9 @@ from pydantic import Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.auth import Principal
-from libs.common.contract import Contract
+from libs.common.contract import CASE_ID_PATTERN, CaseId, Contract
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError
+from libs.common.web import ApiError, error_responses
 from services.dispatch.delivery import DeliveryStatus, breaker_phase
 from services.dispatch.departments import MAX_PAGE, make_cursor, read_cursor
 from services.dispatch.models import CaseRow, DeliveryRow, ReceiverRow
@@ -39,7 +39,7 @@ class ReplayRequest(Contract):
     """Which deliveries to send again: those of one case, of one department, created in a time
     window — or any combination (all given must hold)."""
 
-    case_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    case_id: CaseId | None = None
     department: DepartmentCode | None = None
     since: datetime | None = Field(default=None, description="created at or after")
     until: datetime | None = Field(default=None, description="created before")
@@ -57,7 +57,7 @@ class ReplayRequest(Contract):
 
 
 class DisableRequest(Contract):
-    reason: Annotated[str, Field(min_length=1, max_length=200)]
+    reason: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 
 
 def _visible_deliveries(runtime: Runtime, principal: Principal) -> Any:
@@ -124,7 +124,8 @@ async def _page(
 async def deliveries(
     request: Request,
     *,
-    case_id: Annotated[str | None, Query(max_length=64)] = None,
+    # a well-formed id only: PostgreSQL refuses some text (a NUL) with an error, not a row
+    case_id: Annotated[str | None, Query(pattern=CASE_ID_PATTERN)] = None,
     department: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{1,39}$")] = None,
     status: DeliveryStatus | None = None,
     cursor: str | None = None,
@@ -265,6 +266,7 @@ async def _locked_receiver(session: AsyncSession, department: str, now: datetime
 @router.post(
     "/receivers/{department}/enable",
     summary="enable a receiver (after a 410 or an operator's disable): its deliveries resume",
+    responses=error_responses(404, 409),
     openapi_extra=_SECURITY,
 )
 async def enable(request: Request, department: str) -> JSONResponse:
@@ -296,6 +298,7 @@ async def enable(request: Request, department: str) -> JSONResponse:
 @router.post(
     "/receivers/{department}/disable",
     summary="disable a receiver: its deliveries wait, pending, until it is enabled",
+    responses=error_responses(404, 409),
     openapi_extra=_SECURITY,
 )
 async def disable(request: Request, department: str, body: DisableRequest) -> JSONResponse:

@@ -25,7 +25,14 @@ from pydantic import ValidationError
 from libs.common.auth import AuthError, Principal, TokenVerifier
 from libs.common.events import Actor, CaseSubmitted
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError, bearer_token
+from libs.common.web import (
+    NUL_REASON,
+    ApiError,
+    CaseIdPath,
+    bearer_token,
+    error_responses,
+    nul_path,
+)
 from services.dispatch.commands import (
     CaseNotFoundError,
     CommandKey,
@@ -94,13 +101,16 @@ def read_cursor(text: str | None) -> tuple[datetime, str] | None:
     """A page cursor this API gave: (moment, key) of the last row of the page before."""
     if not text:
         return None
+    refused = ApiError(422, "invalid_request", "not a cursor this API gave", "query.cursor")
     try:
         moment, key = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(moment), key
+        when = datetime.fromisoformat(moment)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ApiError(
-            422, "invalid_request", "not a cursor this API gave", "query.cursor"
-        ) from exc
+        raise refused from exc
+    # what it gave is aware and has no NUL (which PostgreSQL refuses with an error)
+    if when.tzinfo is None or "\x00" in key:
+        raise refused
+    return when, key
 
 
 def make_cursor(moment: datetime, key: str) -> str:
@@ -143,10 +153,11 @@ async def inbox(
 
 @router.get(
     "/cases/{case_id}",
+    responses=error_responses(404),
     summary="one case: what was reported, and its timeline",
     openapi_extra=_SECURITY,
 )
-async def case_detail(request: Request, case_id: str) -> JSONResponse:
+async def case_detail(request: Request, case_id: CaseIdPath) -> JSONResponse:
     runtime, department = _department(request, "cases:read")
     async with runtime.sessions() as session:
         row = await session.get(CaseRow, case_id)
@@ -201,6 +212,9 @@ async def run_command(
         data = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
         raise ApiError(422, "invalid_request", "the body is not JSON", "body") from exc
+    found = nul_path(data)
+    if found is not None:
+        raise ApiError(422, "invalid_request", NUL_REASON, ".".join(map(str, ("body", *found))))
     if not isinstance(data, dict) or "actor" in data:
         raise ApiError(
             422, "invalid_request", "a JSON object without `actor` (the token says who)", "body"
@@ -261,7 +275,7 @@ def add_command_route(
 ) -> None:
     """POST <prefix>/cases/{case_id}/<path>: one lifecycle command, its body `model` less actor."""
 
-    async def endpoint(request: Request, case_id: str) -> JSONResponse:
+    async def endpoint(request: Request, case_id: CaseIdPath) -> JSONResponse:
         who = caller(request)
         return await run_command(
             request,

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from libs.common.auth import AuthError, Principal, TokenVerifier
 from libs.common.events import Actor, CaseState
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError, bearer_token
+from libs.common.web import ApiError, CaseIdPath, bearer_token, error_responses
 from services.dispatch.departments import (
     MAX_PAGE,
     Caller,
@@ -94,7 +94,10 @@ async def search(
     state: Annotated[list[CaseState] | None, Query()] = None,
     department: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{1,31}$")] = None,
     grid: Annotated[str | None, Query(pattern=r"^[0-9]{6,15}$", description="a subtree")] = None,
-    category: Annotated[str | None, Query(max_length=64, description="a code or a prefix")] = None,
+    category: Annotated[
+        str | None,
+        Query(max_length=64, pattern=r"^[a-z][a-z_.]*$", description="a code or a prefix"),
+    ] = None,
     since: Annotated[datetime | None, Query(description="created at or after")] = None,
     until: Annotated[datetime | None, Query(description="created before")] = None,
     supervised: bool | None = None,
@@ -135,10 +138,11 @@ async def search(
 
 @router.get(
     "/cases/{case_id}",
+    responses=error_responses(404),
     summary="one case with its timeline (who, when, what, why)",
     openapi_extra=_SECURITY,
 )
-async def case_detail(request: Request, case_id: str) -> JSONResponse:
+async def case_detail(request: Request, case_id: CaseIdPath) -> JSONResponse:
     runtime, principal = _operator(request, "cases:read")
     async with runtime.sessions() as session:
         row = await session.get(CaseRow, case_id)

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from libs.common.auth import AuthError, TokenVerifier
 from libs.common.events import Actor
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError, bearer_token
+from libs.common.web import ApiError, CaseIdPath, bearer_token, error_responses
 from services.dispatch.departments import Caller, add_command_route, summary
 from services.dispatch.lifecycle import (
     Cancel,
@@ -65,10 +65,11 @@ def _from(runtime: Runtime, system: str, *, held: bool = True) -> Any:
 
 @router.get(
     "/cases/{case_id}",
+    responses=error_responses(404),
     summary="a case that came from this partner: its state and flags",
     openapi_extra=_SECURITY,
 )
-async def case_standing(request: Request, case_id: str) -> JSONResponse:
+async def case_standing(request: Request, case_id: CaseIdPath) -> JSONResponse:
     runtime, system = _partner(request, "cases:read")
     async with runtime.sessions() as session:
         row = await session.get(CaseRow, case_id)

@@ -18,9 +18,9 @@ from libs.common.bridge.service import follow_lifecycle, start_poller, start_que
 from libs.common.clock import Clock, SystemClock
 from libs.common.refdata import ConfigError
 from libs.common.runtime import Runtime
-from libs.common.web import service_app
+from libs.common.web import install_openapi, service_app
 from libs.common.worktime import CalendarConfigError, load_calendar
-from services.hotline_bridge import inbound
+from services.hotline_bridge import inbound, partner
 from services.hotline_bridge.inbound import DISPATCH_CHANNEL, PARTNER_CHANNEL, HotlineContext
 from services.hotline_bridge.mapping import load_mapping, status_update
 from services.hotline_bridge.outbound import Outbound
@@ -95,6 +95,7 @@ def create_app(settings: HotlineSettings, *, clock: Clock | None = None) -> Fast
         lifespan=lifespan,
     )
     app.include_router(inbound.router)
+    install_openapi(app, (partner.PushedEvent,))
     return app
 
 

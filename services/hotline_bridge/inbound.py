@@ -26,7 +26,7 @@ from libs.common.bridge.inbound import (
 from libs.common.bridge.metrics import BridgeMetrics
 from libs.common.ids import new_case_id
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError
+from libs.common.web import ApiError, error_responses, signed_body
 from libs.common.worktime import ChinaCalendar
 from services.hotline_bridge.mapping import HotlineMapping, map_order
 from services.hotline_bridge.partner import HotlineEvent, OrderCreated, PushedEvent
@@ -126,7 +126,8 @@ async def take(
 @router.post(
     "/events",
     summary="one event pushed by the 12345 platform (Standard Webhooks signature)",
-    responses={400: {}, 401: {}, 404: {}},
+    responses=error_responses(400, 401, 404),
+    openapi_extra=signed_body(PushedEvent),
 )
 async def pushed(request: Request) -> JSONResponse:
     context: HotlineContext = request.app.state.hotline

@@ -17,7 +17,7 @@ from libs.common.auth import AuthError, Principal
 from libs.common.contract import Contract
 from libs.common.ids import new_case_id, new_visit_id
 from libs.common.topics import CASES_SUBMITTED, VISITS_RECORDED
-from libs.common.web import ApiError, bearer_token, documented_body, parse_body
+from libs.common.web import ApiError, bearer_token, documented_body, parse_body, refuse_nul
 from services.intake.acceptance import Claim, Replay, Staged
 from services.intake.deps import IntakeState, refusal
 from services.intake.reports import (
@@ -176,6 +176,7 @@ def _idempotency_key(request: Request) -> str | None:
 async def _submit(request: Request, model: type[Work], route: str) -> JSONResponse:
     state, worker = _caller(request)
     try:
+        refuse_nul(await request.body())  # else it fails the commit of every report batched with it
         work = await parse_body(request, model)
         key = _idempotency_key(request)
     except RequestValidationError as exc:
@@ -345,6 +346,7 @@ def _with_client_id(index: int, route: str, work: Work) -> tuple[str, Work] | It
 
 async def _parse_batch(request: Request, limit: int) -> list[tuple[str, Work] | ItemResult]:
     """Each item's route and validated body, or its refusal (raises for a malformed batch)."""
+    refuse_nul(await request.body())
     try:
         typed: _TypedBatch | None = _TypedBatch.model_validate_json(await request.body())
     except ValidationError:

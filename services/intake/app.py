@@ -60,6 +60,6 @@ def create_app(settings: IntakeSettings, *, clock: Clock | None = None) -> FastA
     app.state.intake = state
     open311.install_error_format(app)
     app.include_router(api.router)
-    install_openapi(app, api.BODY_MODELS)
+    install_openapi(app, api.BODY_MODELS, own_format=[open311.PREFIX])
     app.include_router(open311.router)
     return app

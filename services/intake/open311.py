@@ -55,7 +55,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 import sqlalchemy as sa
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, HttpUrl, SecretStr, ValidationError
 from sqlalchemy.dialects.postgresql import insert
@@ -80,7 +80,7 @@ from libs.common.events import (
 from libs.common.ids import new_case_id
 from libs.common.refdata import CategoryForm, ReferenceData
 from libs.common.topics import CASES_SUBMITTED
-from libs.common.web import UNAVAILABLE_ERRORS, unavailable_response
+from libs.common.web import NUL_REASON, UNAVAILABLE_ERRORS, nul_path, unavailable_response
 from services.intake.acceptance import Claim, Staged
 from services.intake.api import fingerprint
 from services.intake.deps import Open311KeysDep, StateDep
@@ -851,6 +851,43 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
+# The OpenAPI of the paths: `.json` is the one format, the key a query parameter (or HTTP Basic's
+# password, which OpenAPI cannot say of a parameter), refusals in the spec's list shape.
+Format = Annotated[str, Path(json_schema_extra={"enum": ["json"]})]
+_KEYED: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "api_key",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "the client's key (or the password of HTTP Basic authentication)",
+        }
+    ]
+}
+_ERRORS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"code": {"type": "integer"}, "description": {"type": "string"}},
+        "required": ["code", "description"],
+    },
+}
+_REFUSED = {
+    400: "invalid input",
+    401: "api_key missing or unknown",
+    404: "not found (another client's request is as unknown as a made-up id)",
+    409: "the Idempotency-Key was used with a different request",
+    413: "body too large",
+    415: "neither form-encoded nor JSON",
+}
+
+
+def _refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    content = {"application/json": {"schema": _ERRORS}}
+    return {status: {"description": _REFUSED[status], "content": content} for status in statuses}
+
+
 def _post_openapi() -> dict[str, Any]:
     schema = Open311Submission.model_json_schema()
     schema["properties"] = {"api_key": {"type": "string"}, **schema["properties"]}
@@ -889,17 +926,27 @@ async def _fields(request: Request) -> dict[str, Any]:
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     body = await _read_body(request)
     if media_type in ("", "application/x-www-form-urlencoded"):
-        return form_fields(body)
-    if media_type == "application/json":
-        return json_fields(body)
-    raise Open311Error(
-        415, "Content-Type: use application/x-www-form-urlencoded or application/json"
-    )
+        fields = form_fields(body)
+    elif media_type == "application/json":
+        fields = json_fields(body)
+    else:
+        raise Open311Error(
+            415, "Content-Type: use application/x-www-form-urlencoded or application/json"
+        )
+    found = nul_path(fields)
+    if found is not None:  # else it fails the commit of every request batched with it
+        raise _invalid(".".join(map(str, found)), NUL_REASON)
+    return fields
 
 
-@router.get("/services.{fmt}", summary="the services offered (GeoReport: GET Service List)")
+@router.get(
+    "/services.{fmt}",
+    summary="the services offered (GeoReport: GET Service List)",
+    responses=_refusals(400, 401),
+    openapi_extra=_KEYED,
+)
 async def get_services(
-    fmt: str, request: Request, state: StateDep, keys: Open311KeysDep
+    fmt: Format, request: Request, state: StateDep, keys: Open311KeysDep
 ) -> JSONResponse:
     _json_only(fmt)
     identify(offered_key(request), keys)
@@ -907,10 +954,13 @@ async def get_services(
 
 
 @router.get(
-    "/services/{service_code}.{fmt}", summary="a service's attributes (GET Service Definition)"
+    "/services/{service_code}.{fmt}",
+    summary="a service's attributes (GET Service Definition)",
+    responses=_refusals(400, 401, 404),
+    openapi_extra=_KEYED,
 )
 async def get_service_definition(
-    service_code: str, fmt: str, request: Request, state: StateDep, keys: Open311KeysDep
+    service_code: str, fmt: Format, request: Request, state: StateDep, keys: Open311KeysDep
 ) -> JSONResponse:
     _json_only(fmt)
     identify(offered_key(request), keys)
@@ -924,10 +974,11 @@ async def get_service_definition(
     "/requests.{fmt}",
     status_code=201,
     summary="submit a request (form-encoded as in the spec, or JSON with the same keys)",
+    responses=_refusals(400, 401, 409, 413, 415),
     openapi_extra=_post_openapi(),
 )
 async def post_request(
-    fmt: str, request: Request, state: StateDep, keys: Open311KeysDep
+    fmt: Format, request: Request, state: StateDep, keys: Open311KeysDep
 ) -> JSONResponse:
     _json_only(fmt)
     fields = await _fields(request)
@@ -979,9 +1030,14 @@ async def post_request(
     return JSONResponse([answer], status_code=201)
 
 
-@router.get("/requests.{fmt}", summary="the client's own requests (GET Service Requests)")
+@router.get(
+    "/requests.{fmt}",
+    summary="the client's own requests (GET Service Requests)",
+    responses=_refusals(400, 401),
+    openapi_extra=_KEYED,
+)
 async def get_requests(
-    fmt: str, request: Request, state: StateDep, keys: Open311KeysDep
+    fmt: Format, request: Request, state: StateDep, keys: Open311KeysDep
 ) -> JSONResponse:
     _json_only(fmt)
     client_id = identify(offered_key(request), keys)
@@ -1001,10 +1057,13 @@ async def get_requests(
 
 
 @router.get(
-    "/requests/{service_request_id}.{fmt}", summary="one of the client's requests (GET Request)"
+    "/requests/{service_request_id}.{fmt}",
+    summary="one of the client's requests (GET Request)",
+    responses=_refusals(400, 401, 404),
+    openapi_extra=_KEYED,
 )
 async def get_request(
-    service_request_id: str, fmt: str, request: Request, state: StateDep, keys: Open311KeysDep
+    service_request_id: str, fmt: Format, request: Request, state: StateDep, keys: Open311KeysDep
 ) -> JSONResponse:
     _json_only(fmt)
     client_id = identify(offered_key(request), keys)

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from libs.common.auth import AuthError, Principal, TokenVerifier
 from libs.common.events import AssessmentLevel
 from libs.common.runtime import Runtime
-from libs.common.web import ApiError, bearer_token
+from libs.common.web import ApiError, CaseIdPath, bearer_token, error_responses
 from services.sla.assessing import assessments
 from services.sla.assessments import Period
 from services.sla.config import SlaConfig
@@ -67,9 +67,10 @@ def _timer(row: TimerRow) -> dict[str, Any]:
 @router.get(
     "/cases/{case_id}",
     summary="a case's deadlines now, and its clock history (who held which clock, how long)",
+    responses=error_responses(404),
     openapi_extra=_SECURITY,
 )
-async def case_clocks(request: Request, case_id: str) -> JSONResponse:
+async def case_clocks(request: Request, case_id: CaseIdPath) -> JSONResponse:
     runtime, principal = _caller(request)
     async with runtime.sessions() as session:
         case = await session.get(CaseClockRow, case_id)

@@ -30,7 +30,7 @@ from libs.common.events import CaseSubmitted
 from libs.common.outbox import stage_many
 from libs.common.signing import SignatureError, verify
 from libs.common.topics import CASES_SUBMITTED
-from libs.common.web import ApiError
+from libs.common.web import NUL_REASON, ApiError, json_nul_path
 
 M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E")
@@ -49,6 +49,9 @@ def verify_push(
 
 def parse_partner(model: type[M], body: bytes) -> M:
     """The body as `model`, or ApiError 400 naming the first field that does not fit."""
+    found = json_nul_path(body)
+    if found is not None:  # else the case would fail in dispatch's database, dead-lettered
+        raise ApiError(400, "malformed", NUL_REASON, ".".join(map(str, ("body", *found))))
     try:
         return model.model_validate_json(body or b"null")
     except ValidationError as exc:

@@ -188,3 +188,20 @@ async def test_inbox_pages_with_a_cursor(dispatch_stack: DispatchStack) -> None:
     assert [c["case_id"] for c in first["cases"] + rest["cases"]] == ids
     bad = await client.get("/v1/department/cases?cursor=@@@", headers=auth())
     assert bad.status_code == 422
+
+
+async def test_a_nul_in_a_command_is_refused_and_changes_nothing(
+    dispatch_stack: DispatchStack,
+) -> None:
+    # PostgreSQL refuses a NUL in text and jsonb: the note would fail the command's transaction
+    stack = dispatch_stack
+    case_id = await _assigned_case(stack)
+    answer = await stack.client.post(
+        f"/v1/department/cases/{case_id}/progress",
+        json={"note": "已到现场\x00"},
+        headers=auth(),
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["path"] == "body.note"
+    case = await stack.client.get(f"/v1/department/cases/{case_id}", headers=auth())
+    assert case.json()["state"] == "assigned"

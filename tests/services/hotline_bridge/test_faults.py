@@ -55,6 +55,11 @@ async def test_bad_signature_malformed_and_unknown_orders_write_nothing(
         assert malformed.json()["detail"][0]["path"] == "body.order.title"
         not_json = await signed_push(client, url, b"{not json", PUSH_SECRET)
         assert not_json.status_code == 400
+        # a NUL cannot be stored: taken, the case would be dead-lettered by dispatch's database
+        nul = {**ORDER, "order": {**ORDER["order"], "content": "井盖\u0000破损"}}  # type: ignore[dict-item]
+        with_nul = await signed_push(client, url, json.dumps(nul).encode(), PUSH_SECRET)
+        assert with_nul.status_code == 400
+        assert with_nul.json()["detail"][0]["path"] == "body.order.content"
         unknown = {
             "event_id": "EV-T-0002",
             "type": "order.supervised",

@@ -291,6 +291,12 @@ async def test_a_client_library_lists_defines_and_follows_a_request_to_closure(
             "attribute[level]: not an attribute of this service",
         ),
         ("/requests.json", {"phone": "call me"}, 400, "phone: String should match pattern"),
+        (  # PostgreSQL cannot store it: it failed the commit of every request batched with it
+            "/requests.json",
+            {"description": "垃圾三天没有清运\x00"},
+            400,
+            "description: text must not contain the NUL character",
+        ),
         (
             "/requests.xml",
             {},
@@ -353,7 +359,7 @@ async def test_every_endpoint_needs_a_known_key_and_the_rest_of_intake_keeps_its
     ]
     other = await client.get(f"{open311.base_url}/v1/nothing")
     assert other.status_code == 404
-    assert other.json() == {"detail": "Not Found"}
+    assert other.json() == {"error": "not_found", "detail": [{"reason": "Not Found"}]}
     worker = await client.post(f"{open311.base_url}/v1/reports", json=make_report())
     assert worker.status_code == 401
     assert worker.json()["error"] == "unauthenticated"

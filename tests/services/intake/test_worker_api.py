@@ -346,3 +346,25 @@ async def test_batch_size_is_capped(intake: Intake) -> None:
     assert response.status_code == 422
     assert response.json()["detail"][0]["path"] == "body.items"
     assert await outbox_rows(app) == []
+
+
+async def test_a_nul_in_a_text_is_refused_and_fails_no_report_committed_with_it(
+    intake: Intake,
+) -> None:
+    # found beside make contract's NUL finding: PostgreSQL refuses a NUL in the outbox's jsonb,
+    # and the group commit failed every report batched with the one that carried it
+    app, client = intake
+    with_nul, good = await asyncio.gather(
+        client.post("/v1/reports", json=make_report(description="垃圾\x00未清运"), headers=auth()),
+        client.post("/v1/reports", json=make_report(), headers=auth()),
+    )
+    assert with_nul.status_code == 422, with_nul.text
+    assert with_nul.json()["detail"][0]["path"] == "body.description"
+    assert good.status_code == 202, good.text
+    batch = {
+        "items": [{"kind": "report", "client_id": str(uuid.uuid4()), **make_report(title="\x00")}]
+    }
+    refused = await client.post("/v1/batch", json=batch, headers=auth())
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["path"] == "body.items.0.title"
+    assert len(await outbox_rows(app)) == 1

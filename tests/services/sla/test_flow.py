@@ -351,3 +351,13 @@ async def test_a_provisional_deadline_is_recounted_when_the_years_dates_arrive(
     metrics = (await stack.client.get("/metrics", headers=auth(METRICS_TOKEN))).text
     assert "gridflow_sla_provisional_timers 0.0" in metrics
     assert "gridflow_sla_calendar_last_official_year 2027.0" in metrics
+
+
+async def test_a_malformed_case_id_is_refused_before_any_query(sla_stack: SlaStack) -> None:
+    # a NUL in the id reached PostgreSQL, which answers it with an error: it was a 500
+    headers = auth(make_operator_token(["430281"], now=sla_stack.clock.now()))
+    answer = await sla_stack.client.get("/v1/sla/cases/C%00", headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["path"] == "path.case_id"
+    unknown = await sla_stack.client.get(f"/v1/sla/cases/{new_case_id(START)}", headers=headers)
+    assert unknown.status_code == 404
