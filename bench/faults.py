@@ -36,9 +36,18 @@ Scenarios (`--scenarios`, in this order by default):
 - `receiver-down`: every department receiver answers 503 for `--receiver-down-minutes` of
   simulated time (default 10): `--time-scale` (default 10) simulated seconds per real second,
   i.e. 60 s real, with this scenario's dispatch running its retry delays and breaker cooldowns
-  that many times faster; sla's clock and every other timing stay real.
+  that many times faster; sla's clock and every other timing stay real;
+- `kill-hotline-bridge`, `kill-citycare-bridge`: the stack also runs that bridge (push mode) and
+  its platform's simulator (deploy/<name>_simulator.py); besides the reports, the bench files
+  `--bridge-rate` matters a second on the simulator (12345 orders, 数字城管 cases), which pushes
+  each to the bridge until taken; the bridge is SIGKILLed mid-stream and started again. Checked
+  too: every matter the platform filed was taken by the bridge (its links table), reached its
+  department once per transition, and the platform got its assignment status back once
+  (12345 `assigned`, 数字城管 `dispatched`). Not exercised: the 数字城管 platform as a
+  department's receiver (tasks gridflow files on it; every department's webhook goes to the
+  bench receiver), and the bridges' pull mode.
 
-Not here (docs/reliability.md): the two bridges, schemathesis against the OpenAPI documents.
+Not here (docs/reliability.md): schemathesis against the OpenAPI documents.
 Prints a row per scenario, writes .run/faults.json and the table into docs/reliability.md
 (`--no-doc` leaves the document alone).
 """
@@ -62,10 +71,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.dispatch import PARTITIONS, Servers, dispatch_environment, receiver_config
+from bench.dispatch import (
+    API_SECRET,
+    PARTITIONS,
+    Servers,
+    department_secret,
+    dispatch_environment,
+    receiver_config,
+)
 from bench.e2e import REPORT_CATEGORIES, Deliveries, intake_environment, machine
 from bench.intake import REPO, _drop_schema, _report_body, _wait_ready, worker_headers
 from bench.sla import sla_environment
@@ -77,6 +95,8 @@ from deploy.embedded import (
     start_postgres,
 )
 from deploy.local_stack import interruptible
+from libs.common.auth import mint_token
+from libs.common.bridge.tables import links
 from libs.common.envelope import EnvelopeError, decode
 from libs.common.events import CaseLifecycleEvent, SlaSignal, SlaSignalKind, Transition
 from libs.common.kafka import TopicNames, ensure_topics, topic_partitions
@@ -99,6 +119,8 @@ SCENARIOS = (
     "postgres-restart",
     "poison",
     "receiver-down",
+    "kill-hotline-bridge",
+    "kill-citycare-bridge",
 )
 REQUEST_TIMEOUT = 15.0  # a report's POST without an answer by then counts as unanswered
 SETTLE_SECONDS = 5.0  # after the last first delivery, listen this long for late duplicates
@@ -272,6 +294,57 @@ def signals_ok(row: Mapping[str, Any]) -> bool:
     )
 
 
+# --- the partner platforms (bridge scenarios) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Partner:
+    """A partner platform, its bridge and its simulator as the bridge scenarios drive them: the
+    bench files the platform's own matters on the simulator (`POST /sim/…`), which pushes each to
+    the bridge (signed, in order, again until taken); the bridge's status updates come back to
+    the simulator, which shows them per matter (`GET /sim/…/{id}`)."""
+
+    name: str  # hotline | citycare: services.<name>_bridge, deploy.<name>_simulator
+    system: str  # the platform's system name (the bridge's partner token's subject)
+    sim_path: str  # the simulator's /sim/ collection of the platform's matters
+    id_key: str  # the matter's id in the simulator's answer
+    assigned_status: str  # the status update the platform gets when a department holds the case
+    samples: int  # matters cycle through this many kinds (file_body's `kind`)
+
+    def file_body(self, number: int) -> dict[str, Any]:
+        """A matter of kind `number % samples`, its number in its text (the receiver finds it)."""
+        text = f"振兴路小区南门反映的问题仍未处理（第 {number} 次）。"
+        kind = number % self.samples
+        if self.name == "hotline":
+            code, name = HOTLINE_CLASSES[kind]
+            return {
+                "content": text,
+                "classification": {"code": code, "name": name},
+                "grid_id": "LQ-ZX-01",
+                "urgency": "一般",
+                "order_type": "投诉",
+            }
+        return {"sample": kind, "description": text}  # deploy/citycare_simulator.py SAMPLES
+
+    @property
+    def schema_suffix(self) -> str:
+        return f"{self.name}_bridge"
+
+
+# 12345 classifications whose categories route to a department (0101: the fast sla policy's)
+HOTLINE_CLASSES = (
+    ("0101", "城市管理-暴露垃圾"),
+    ("0502", "民政服务-孤寡老人关爱"),
+    ("0401", "社会治安-噪音扰民"),
+    ("0601", "供电服务-停电"),
+)
+HOTLINE = Partner("hotline", "hotline12345", "/sim/orders", "order_id", "assigned", 4)
+# the simulator's five samples: 暴露垃圾 (city.garbage, the fast policy's), 上水井盖, 非法小广告,
+# 占道经营, 机动车乱停放 — all city.* filed by the platform, so all routed to 城管 (chengguan)
+CITYCARE = Partner("citycare", "citycare", "/sim/cases", "case_id", "dispatched", 5)
+CITYCARE_DEPARTMENT = "shuzichengguan"  # the platform's own department entry (its bridge's)
+
+
 # --- the stack ------------------------------------------------------------------------------------
 
 
@@ -318,6 +391,8 @@ class Stack:
     tag: str
     workdir: Path
     dispatch_extra: dict[str, str] = field(default_factory=dict)
+    partner: Partner | None = None  # a bridge and its platform's simulator too
+    simulator_port: int = 0
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     services: dict[str, Service] = field(default_factory=dict)
@@ -388,8 +463,68 @@ class Stack:
                 logs / f"faults-sla-{self.tag}.log",
             ),
         }
+        if self.partner is not None:
+            self.services |= self._bridge(self.partner, found, config, dispatch_port)
         for service in self.services.values():
             await asyncio.to_thread(service.start)
+
+    def _bridge(
+        self, partner: Partner, found: Servers, config: Path, dispatch_port: int
+    ) -> dict[str, Service]:
+        """The partner's bridge (push mode) and the platform's simulator pushing to it, as `make
+        run` starts them (deploy/local_stack.py), with the bench's throwaway secrets."""
+        bridge_port, self.simulator_port = free_port(), free_port()
+        shared = {
+            "GRIDFLOW_PARTNER_INBOUND_SECRET": department_secret(f"{partner.name}-push"),
+            "GRIDFLOW_PARTNER_OUTBOUND_SECRET": department_secret(f"{partner.name}-call"),
+        }
+
+        def token(subject: str, role: str, scopes: list[str]) -> str:
+            return mint_token(
+                secret=API_SECRET,
+                subject=subject,
+                role=role,
+                scopes=scopes,
+                grids=[],
+                now=datetime.now(UTC),
+                ttl=timedelta(days=1),
+            )
+
+        bridge_env = sla_environment(found, tag=self.tag, port=bridge_port, extra={}) | {
+            **shared,
+            "GRIDFLOW_CONFIG_DIR": str(config),
+            "GRIDFLOW_DB_SCHEMA": f"{self.tag}_{partner.schema_suffix}",
+            "GRIDFLOW_LIFECYCLE_CONSUMER_GROUP": f"{self.tag}-{partner.name}",
+            "GRIDFLOW_PARTNER_URL": f"http://127.0.0.1:{self.simulator_port}",
+            "GRIDFLOW_DISPATCH_URL": f"http://127.0.0.1:{dispatch_port}",
+            "GRIDFLOW_DISPATCH_TOKEN": token(
+                partner.system, "partner", ["cases:read", "cases:decide"]
+            ),
+        }
+        if partner is CITYCARE:  # also the receiver of the platform's department entry
+            bridge_env["GRIDFLOW_DEPARTMENT_WEBHOOK_SECRET"] = department_secret(
+                CITYCARE_DEPARTMENT
+            )
+            bridge_env["GRIDFLOW_DEPARTMENT_TOKEN"] = token(
+                CITYCARE_DEPARTMENT, "department", ["cases:read", "cases:write"]
+            )
+        logs = REPO / ".run"
+        bridge_url = f"http://127.0.0.1:{bridge_port}"
+        simulator = ["--port", str(self.simulator_port), "--bridge", bridge_url]
+        return {
+            f"{partner.name}_bridge": Service(
+                ["-m", f"services.{partner.name}_bridge"],
+                bridge_env,
+                f"{bridge_url}/readyz",
+                logs / f"faults-{partner.name}_bridge-{self.tag}.log",
+            ),
+            f"{partner.name}-simulator": Service(
+                ["-m", f"deploy.{partner.name}_simulator", *simulator],
+                {**os.environ, **shared},
+                f"http://127.0.0.1:{self.simulator_port}/healthz",
+                logs / f"faults-{partner.name}-simulator-{self.tag}.log",
+            ),
+        }
 
     def stop(self) -> None:
         for service in reversed(self.services.values()):
@@ -399,16 +534,20 @@ class Stack:
                 self.broker.process.send_signal(signal.SIGCONT)  # if stopped by a fault
             self.broker.stop()
         if self.postgres is not None:
-            for schema in (f"{self.tag}_intake", f"{self.tag}_dispatch", f"{self.tag}_sla"):
+            schemas = ["intake", "dispatch", "sla"]
+            schemas += [self.partner.schema_suffix] if self.partner else []
+            for schema in (f"{self.tag}_{name}" for name in schemas):
                 with contextlib.suppress(Exception):
                     asyncio.run(_drop_schema(self.postgres.url, schema))
             self.postgres.stop()
 
 
 @contextlib.contextmanager
-def running_stack(tag: str, dispatch_extra: dict[str, str]) -> Iterator[Stack]:
+def running_stack(
+    tag: str, dispatch_extra: dict[str, str], *, partner: Partner | None
+) -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as folder:
-        stack = Stack(tag, Path(folder), dispatch_extra)
+        stack = Stack(tag, Path(folder), dispatch_extra, partner)
         try:
             asyncio.run(stack.start())
             yield stack
@@ -428,6 +567,7 @@ class Options:
     drain_seconds: float
     receiver_down_minutes: float  # simulated
     time_scale: float  # simulated seconds per real second (receiver-down)
+    bridge_rate: float  # the partner platform's matters/s through its bridge (kill-*-bridge)
 
     @property
     def receiver_down_seconds(self) -> float:
@@ -578,7 +718,10 @@ FAULTS: dict[str, Fault] = {
     "poison": poison,
     "receiver-down": receiver_down,
     "kill-sla": _restart("sla"),
+    "kill-hotline-bridge": _restart("hotline_bridge"),
+    "kill-citycare-bridge": _restart("citycare_bridge"),
 }
+BRIDGE_SCENARIOS = {"kill-hotline-bridge": HOTLINE, "kill-citycare-bridge": CITYCARE}
 
 
 # --- load and delivery ----------------------------------------------------------------------------
@@ -616,6 +759,95 @@ async def steady_load(
     return answers, case_ids
 
 
+ORDER_BASE = 2 * 10**9  # the platform's matters' numbers, apart from the reports' (10**9 + i)
+
+
+async def order_load(
+    partner: Partner, port: int, *, rate: float, seconds: float, base: int
+) -> dict[int, str | None]:
+    """Open loop on the platform's simulator: matter `base + i` filed at start + i/rate (its
+    number in its text, where the receiver finds it once it is a case); number -> the platform's
+    id of it (None: the simulator did not file it). The simulator pushes each to the bridge, in
+    order, again until the bridge takes it."""
+    orders: dict[int, str | None] = {}
+    url = f"http://127.0.0.1:{port}{partner.sim_path}"
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def one(number: int, due: float) -> None:
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            try:
+                async with session.post(url, json=partner.file_body(number)) as response:
+                    answer = await response.read()
+                    created = response.status == 201
+                    orders[number] = json.loads(answer)[partner.id_key] if created else None
+            except (aiohttp.ClientError, TimeoutError):
+                orders[number] = None
+
+        start = time.perf_counter() + 0.05
+        total = int(rate * seconds)
+        await asyncio.gather(*(one(base + i, start + i / rate) for i in range(total)))
+    return orders
+
+
+async def bridge_links(stack: Stack) -> dict[str, str]:
+    """The matters the bridge took: its links table (the platform's id -> case id)."""
+    assert stack.postgres is not None and stack.partner is not None  # noqa: S101
+    engine = create_async_engine(stack.postgres.url)
+    try:
+        async with engine.connect() as conn:
+            schema = await conn.execution_options(
+                schema_translate_map={None: f"{stack.tag}_{stack.partner.schema_suffix}"}
+            )
+            rows = await schema.execute(sa.select(links.c.external_id, links.c.case_id))
+            return {row.external_id: row.case_id for row in rows}
+    finally:
+        await engine.dispose()
+
+
+def account_updates(
+    updates: Mapping[str, Sequence[str]], owed: Iterable[str], *, status: str
+) -> dict[str, int]:
+    """The status updates the platform got back: each matter whose case reached its department
+    is owed one `status` (12345: assigned, 数字城管: dispatched — told on assignment and on
+    reassignment, and no case is reassigned here); another one under another webhook-id is a
+    duplicate (the simulator drops a webhook-id it took already, so a retry never shows)."""
+    owed = set(owed)
+    counts = {order: list(updates.get(order, ())).count(status) for order in owed}
+    return {
+        "updates_owed": len(owed),
+        "updates_missing": sum(1 for n in counts.values() if n == 0),
+        "updates_duplicated": sum(n - 1 for n in counts.values() if n > 1),
+    }
+
+
+async def platform_updates(
+    partner: Partner, port: int, orders: Iterable[str], *, within: float
+) -> dict[str, list[str]]:
+    """The statuses the simulator took for each matter, read until every one has its
+    `assigned_status` (at most `within` seconds, one round a second)."""
+    found: dict[str, list[str]] = {}
+    pending = set(orders)
+    limit = asyncio.Semaphore(16)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+
+        async def read(order: str) -> None:
+            address = f"http://127.0.0.1:{port}{partner.sim_path}/{order}"
+            async with limit, session.get(address) as r:
+                found[order] = [u["status"] for u in (await r.json())["updates"]]
+
+        deadline = time.perf_counter() + within
+        for _ in range(int(within) + 1):
+            await asyncio.gather(*(read(order) for order in pending))
+            pending = {o for o in pending if partner.assigned_status not in found[o]}
+            if not pending or time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(SETTLE_SECONDS)  # late duplicates
+        await asyncio.gather(*(read(order) for order in found))
+    return found
+
+
 async def await_deliveries(deliveries: Deliveries, accepted: set[int], *, within: float) -> float:
     """Until every accepted report's first webhook arrived (at most `within` s), then
     SETTLE_SECONDS more for late duplicates. Returns the seconds waited for the first part."""
@@ -645,29 +877,48 @@ async def run_scenario(stack: Stack, name: str, options: Options) -> dict[str, A
     seconds = options.seconds + (options.pause_seconds if name == "broker-pause" else 0)
     seconds += options.outage_seconds if name == "postgres-restart" else 0
     seconds += options.receiver_down_seconds if name == "receiver-down" else 0
+    partner = BRIDGE_SCENARIOS.get(name)
     deliveries = Deliveries(stack.receiver_url)
     async with contextlib.aclosing(deliveries):
         load = asyncio.create_task(
             steady_load(stack.intake_port, rate=options.rate, seconds=seconds, base=10**9)
+        )
+        orders_load = asyncio.create_task(
+            order_load(
+                partner,
+                stack.simulator_port,
+                rate=options.bridge_rate,
+                seconds=seconds,
+                base=ORDER_BASE,
+            )
+            if partner
+            else _no_orders()
         )
         fault_at = fault_moment(name, options)
         await asyncio.sleep(fault_at)
         print(f"  {name}: fault at {fault_at:.0f} s", flush=True)
         await fault(stack, options, notes)
         answers, case_ids = await load
+        orders = await orders_load
         accepted = {n for n, status in answers.items() if status == 202}
-        print(
-            f"  {name}: load done, {len(accepted):,} accepted; waiting for deliveries", flush=True
-        )
+        # an order the platform created is owed: the simulator pushes it until the bridge takes it
+        owed = accepted | {n for n, order in orders.items() if order is not None}
+        print(f"  {name}: load done, {len(owed):,} accepted; waiting for deliveries", flush=True)
         waited = await await_deliveries(
             deliveries,
-            accepted,
+            owed,
             within=options.drain_seconds + options.pause_seconds + options.receiver_down_seconds,
         )
+        taken = await bridge_links(stack) if partner else {}
+        for number, order in orders.items():  # taken by the bridge = accepted, else unanswered
+            answers[number] = 202 if order in taken else None
+            if order in taken:
+                case_ids[number] = taken[order]
         counters = deliveries.counters
+        load_text = f"{options.rate:g}/s for {seconds:g} s"
         row = account(
             scenario=name,
-            load=f"{options.rate:g}/s for {seconds:g} s",
+            load=load_text + (f" + {options.bridge_rate:g} {partner.name}/s" if partner else ""),
             answers=answers,
             delivered=set(deliveries.first),
             repeats=counters.get("repeats", 0),
@@ -675,6 +926,19 @@ async def run_scenario(stack: Stack, name: str, options: Options) -> dict[str, A
         )
     row["drain_seconds"] = round(waited, 1)
     row["transitions"] = counters.get("transitions", 0)
+    if partner:
+        created = {n: order for n, order in orders.items() if order is not None}
+        row["bridge_orders"] = len(created)
+        row["bridge_taken"] = sum(1 for order in created.values() if order in taken)
+        delivered = {order for n, order in created.items() if n in deliveries.first}
+        print(f"  {name}: waiting for the platform's status updates", flush=True)
+        updates = await platform_updates(partner, stack.simulator_port, delivered, within=60)
+        row |= account_updates(updates, delivered, status=partner.assigned_status)
+        row["ok"] = (
+            row["ok"]
+            and row["bridge_taken"] == row["bridge_orders"]
+            and not (row["updates_missing"] or row["updates_duplicated"])
+        )
     print(f"  {name}: deliveries checked; waiting for the deadline signals", flush=True)
     row |= await check_signals(stack, set(case_ids.values()), notes)
     row["ok"] = row["ok"] and signals_ok(row)
@@ -684,6 +948,10 @@ async def run_scenario(stack: Stack, name: str, options: Options) -> dict[str, A
         row["ok"] = row["ok"] and row["dead_lettered"] >= row["dead_letters_expected"]
     row["notes"] = notes
     return row
+
+
+async def _no_orders() -> dict[int, str | None]:
+    return {}
 
 
 class TopicTail:
@@ -773,7 +1041,8 @@ def run_suite(scenarios: list[str], options: Options) -> dict[str, Any]:
     for number, name in enumerate(scenarios, 1):
         print(f"scenario {number}/{len(scenarios)}: {name}", flush=True)
         extra = compressed_delivery(options.time_scale) if name == "receiver-down" else {}
-        with running_stack(f"faults{os.getpid()}s{number}", extra) as stack:
+        partner = BRIDGE_SCENARIOS.get(name)
+        with running_stack(f"faults{os.getpid()}s{number}", extra, partner=partner) as stack:
             row = asyncio.run(run_scenario(stack, name, options))
         print("  " + table_line(row), flush=True)
         rows.append(row)
@@ -817,6 +1086,12 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         extra = ""
         if "dead_lettered" in row:
             extra = f"; {row['dead_lettered']}/{row['dead_letters_expected']} dead-lettered"
+        if "bridge_orders" in row:
+            extra += (
+                f"; {row['bridge_taken']:,}/{row['bridge_orders']:,} taken by the bridge,"
+                f" status back: {row['updates_missing']} missing,"
+                f" {row['updates_duplicated']} duplicated"
+            )
         if row.get("signals_unexpected"):
             extra += f"; {row['signals_unexpected']} unexpected signals"
         if row.get("signal_cases_skipped"):
@@ -872,6 +1147,13 @@ def main(argv: list[str] | None = None) -> int:
         " breaker cooldowns divided by it)",
     )
     parser.add_argument(
+        "--bridge-rate",
+        type=float,
+        default=20.0,
+        help="kill-*-bridge: the platform's matters (12345 orders, 数字城管 cases) filed per"
+        " second on its simulator",
+    )
+    parser.add_argument(
         "--drain-seconds", type=float, default=180.0, help="wait at most this for deliveries"
     )
     parser.add_argument("--out", type=Path, default=REPO / ".run" / "faults.json")
@@ -888,6 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
         args.drain_seconds,
         args.receiver_down_minutes,
         args.time_scale,
+        args.bridge_rate,
     )
     try:
         with interruptible():

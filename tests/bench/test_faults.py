@@ -9,16 +9,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.e2e_receiver import CASE_NUMBER
 from bench.faults import (
+    CITYCARE,
     ESCALATION_AFTER,
     FAST_CATEGORY,
     FIRE_GRACE,
+    HOTLINE,
+    ORDER_BASE,
     SIGN_LIMIT,
     TABLE_END,
     TABLE_START,
     SignalKey,
     account,
     account_signals,
+    account_updates,
     bench_policies,
     clocked_cases,
     compressed_delivery,
@@ -233,3 +238,26 @@ def test_the_table_replaces_only_what_is_between_the_markers(tmp_path: Path) -> 
     assert "| kill-intake | 100/s for 10 s | 3 | 2 | 1 | 0 |" in markdown_table(report)
     assert "| 3 (3) | 0 | 0 | FAILED |" in markdown_table(report)
     assert markdown_table(report) in text
+
+
+# --- the bridge scenarios -------------------------------------------------------------------------
+
+
+def test_each_matter_delivered_is_owed_one_assignment_status_back() -> None:
+    updates = {
+        "GD1": ["assigned", "supervised"],
+        "GD2": ["assigned", "assigned"],  # two webhook-ids for one assignment: a duplicate
+        "GD3": [],
+        "GD4": ["assigned"],  # not delivered: not owed
+    }
+    row = account_updates(updates, {"GD1", "GD2", "GD3"}, status="assigned")
+    assert row == {"updates_owed": 3, "updates_missing": 1, "updates_duplicated": 1}
+
+
+def test_the_platforms_matters_carry_their_number_for_the_receiver() -> None:
+    for partner, text in ((HOTLINE, "content"), (CITYCARE, "description")):
+        body = partner.file_body(ORDER_BASE + 7)
+        found = CASE_NUMBER.search(body[text])
+        assert found is not None and int(found.group(1)) == ORDER_BASE + 7
+    assert HOTLINE.file_body(ORDER_BASE)["classification"]["code"] == "0101"  # city.garbage
+    assert CITYCARE.file_body(ORDER_BASE)["sample"] == 0  # 暴露垃圾: city.garbage
