@@ -74,7 +74,7 @@ import aiohttp
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.dispatch import (
     API_SECRET,
@@ -97,7 +97,7 @@ from deploy.embedded import (
 from deploy.local_stack import interruptible
 from libs.common.auth import mint_token
 from libs.common.bridge.tables import links
-from libs.common.envelope import EnvelopeError, decode
+from libs.common.envelope import Envelope, EnvelopeError, decode
 from libs.common.events import CaseLifecycleEvent, SlaSignal, SlaSignalKind, Transition
 from libs.common.kafka import TopicNames, ensure_topics, topic_partitions
 from libs.common.topics import (
@@ -980,10 +980,10 @@ class TopicTail:
                 return False
         return True
 
-    async def read(self, model: type[Any], *, within: float) -> list[tuple[Any, str]]:
-        """What was published since the previous read (payload, event id), until caught up with
+    async def read(self, model: type[Any], *, within: float) -> list[tuple[Any, Envelope]]:
+        """What was published since the previous read (payload, envelope), until caught up with
         every partition's high watermark (at most `within` seconds)."""
-        found: list[tuple[Any, str]] = []
+        found: list[tuple[Any, Envelope]] = []
         deadline = time.perf_counter() + within
         for _ in range(int(within / 0.2) + 1):  # bounded in count as in time
             batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
@@ -991,7 +991,7 @@ class TopicTail:
                 for record in records:
                     try:
                         envelope = decode(record.key, record.value, record.headers)
-                        found.append((model.model_validate(envelope.data), envelope.id))
+                        found.append((model.model_validate(envelope.data), envelope))
                     except (EnvelopeError, ValidationError):
                         self.unreadable += 1
             if (not batches and await self._caught_up()) or time.perf_counter() > deadline:
@@ -999,37 +999,78 @@ class TopicTail:
         return found
 
 
-SIGNAL_WAIT_SECONDS = 120.0  # at most this long for the last counted case's last point
+SIGNAL_WAIT_SECONDS = 300.0  # at most this long for sla to catch up and the last point to be due
+
+
+async def sla_applied(engine: AsyncEngine, schema: str, versions: Mapping[str, int]) -> int:
+    """How many of the cases sla has applied at least up to the given version (its sla_cases
+    table: the clock state of every case it consumed an event of)."""
+    cases = sa.table("sla_cases", sa.column("case_id"), sa.column("version"), schema=schema)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(cases.c.case_id, cases.c.version).where(cases.c.case_id.in_(list(versions)))
+        )
+        return sum(1 for row in rows if row.version >= versions[row.case_id])
 
 
 async def check_signals(stack: Stack, accepted: set[str], notes: list[str]) -> dict[str, Any]:
-    """Wait until the last point owed to the counted cases came due (bounded), read every
-    signal sla published, and account for them (account_signals)."""
-    async with (
-        TopicTail(stack, CASES_LIFECYCLE) as lifecycle,
-        TopicTail(stack, SLA_SIGNALS) as tail,
-    ):
-        events = [event for event, _ in await lifecycle.read(CaseLifecycleEvent, within=60)]
-        assigned, _ = clocked_cases(events, accepted)
-        last = max((at for at in assigned.values()), default=datetime.now(UTC))
-        last_point = last + SIGNAL_POINTS[-1][1] + FIRE_GRACE
-        started = time.perf_counter()
-        fired: list[tuple[SignalKey, str]] = []
-        while time.perf_counter() - started < SIGNAL_WAIT_SECONDS:
-            fired += [(signal_key(s), i) for s, i in await tail.read(SlaSignal, within=10)]
-            if datetime.now(UTC) >= last_point:
-                break
-            await asyncio.sleep(1.0)
-        await asyncio.sleep(SETTLE_SECONDS)  # late duplicates
-        checked_at = datetime.now(UTC)
-        fired += [(signal_key(s), i) for s, i in await tail.read(SlaSignal, within=30)]
-        events += [event for event, _ in await lifecycle.read(CaseLifecycleEvent, within=60)]
+    """Wait (bounded) until sla has applied the assignment of every counted case and the last
+    point owed to them came due, read every signal sla published, and account for them
+    (account_signals); how late each fired (its event's time - its due time) goes beside."""
+    assert stack.postgres is not None  # noqa: S101
+    engine = create_async_engine(stack.postgres.url)
+    try:
+        async with (
+            TopicTail(stack, CASES_LIFECYCLE) as lifecycle,
+            TopicTail(stack, SLA_SIGNALS) as tail,
+        ):
+            events = [event for event, _ in await lifecycle.read(CaseLifecycleEvent, within=60)]
+            assigned, _ = clocked_cases(events, accepted)
+            versions = {
+                e.case_id: e.version
+                for e in events
+                if e.case_id in assigned and e.transition is Transition.ASSIGNED
+            }
+            last = max(assigned.values(), default=datetime.now(UTC))
+            last_point = last + SIGNAL_POINTS[-1][1] + FIRE_GRACE
+            fired: list[tuple[SlaSignal, Envelope]] = []
+            started, applied = time.perf_counter(), 0
+            for _ in range(int(SIGNAL_WAIT_SECONDS) + 1):  # bounded in count as in time
+                fired += await tail.read(SlaSignal, within=10)
+                applied = await sla_applied(engine, f"{stack.tag}_sla", versions)
+                if applied >= len(versions) and datetime.now(UTC) >= last_point:
+                    break
+                if time.perf_counter() - started > SIGNAL_WAIT_SECONDS:
+                    break
+                await asyncio.sleep(1.0)
+            caught_up = time.perf_counter() - started
+            await asyncio.sleep(SETTLE_SECONDS)  # overdue points of the last applied, duplicates
+            checked_at = datetime.now(UTC)
+            fired += await tail.read(SlaSignal, within=30)
+            events += [e for e, _ in await lifecycle.read(CaseLifecycleEvent, within=60)]
+    finally:
+        await engine.dispose()
     assigned, skipped = clocked_cases(events, accepted)  # with every later transition
     if tail.unreadable:
         notes.append(f"{tail.unreadable} records on sla.signals that are no signal")
-    return account_signals(
-        points=signal_points(assigned), fired=fired, checked_at=checked_at, skipped=skipped
+    if applied < len(versions):
+        notes.append(f"sla had not applied {len(versions) - applied:,} assignments by the check")
+    notes.append(f"waited {caught_up:.0f} s for sla and the last point")
+    late = sorted(
+        (envelope.time - signal.at).total_seconds()
+        for signal, envelope in fired
+        if signal.case_id in assigned
     )
+    return account_signals(
+        points=signal_points(assigned),
+        fired=[(signal_key(signal), envelope.id) for signal, envelope in fired],
+        checked_at=checked_at,
+        skipped=skipped,
+    ) | {
+        "signals_unapplied": len(versions) - applied,
+        "signals_late_p50_seconds": round(late[len(late) // 2], 1) if late else None,
+        "signals_late_max_seconds": round(late[-1], 1) if late else None,
+    }
 
 
 # --- the suite, output ----------------------------------------------------------------------------
@@ -1079,8 +1120,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         "",
         "| scenario | load | accepted | delivered | lost | duplicated | retries | refused"
         " | unanswered (of which delivered) | signals (of owed) | signals missing"
-        " | signals duplicated | result |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        " | signals duplicated | signals late, p50 / max (s) | result |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in report["results"]:
         extra = ""
@@ -1102,6 +1143,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
             f" | {row['unanswered']} ({row['unanswered_delivered']})"
             f" | {row['signals']:,} ({row['signals_owed']:,}) | {row['signals_missing']}"
             f" | {row['signals_duplicated']}"
+            f" | {row.get('signals_late_p50_seconds')} / {row.get('signals_late_max_seconds')}"
             f" | {'ok' if row['ok'] else 'FAILED'}{extra} |"
         )
     return "\n".join(lines)

@@ -236,7 +236,7 @@ def test_the_table_replaces_only_what_is_between_the_markers(tmp_path: Path) -> 
     assert text.startswith("# head\n") and text.endswith("tail\n")
     assert "old" not in text
     assert "| kill-intake | 100/s for 10 s | 3 | 2 | 1 | 0 |" in markdown_table(report)
-    assert "| 3 (3) | 0 | 0 | FAILED |" in markdown_table(report)
+    assert "| 3 (3) | 0 | 0 | None / None | FAILED |" in markdown_table(report)
     assert markdown_table(report) in text
 
 
