@@ -28,6 +28,7 @@ from bench.faults import (
     clocked_cases,
     compressed_delivery,
     markdown_table,
+    on_fast_policy,
     signal_points,
     signals_ok,
     write_doc,
@@ -261,3 +262,9 @@ def test_the_platforms_matters_carry_their_number_for_the_receiver() -> None:
         assert found is not None and int(found.group(1)) == ORDER_BASE + 7
     assert HOTLINE.file_body(ORDER_BASE)["classification"]["code"] == "0101"  # city.garbage
     assert CITYCARE.file_body(ORDER_BASE)["sample"] == 0  # 暴露垃圾: city.garbage
+
+
+def test_the_fast_policy_gets_one_report_in_five_and_a_platforms_first_kind() -> None:
+    reports = [n for n in range(10**9, 10**9 + 10) if on_fast_policy(n, None)]
+    assert len(reports) == 2
+    assert on_fast_policy(ORDER_BASE + 4, HOTLINE) and not on_fast_policy(ORDER_BASE + 4, CITYCARE)
