@@ -933,7 +933,11 @@ async def run_scenario(stack: Stack, name: str, options: Options) -> dict[str, A
         row["bridge_taken"] = sum(1 for order in created.values() if order in taken)
         delivered = {order for n, order in created.items() if n in deliveries.first}
         print(f"  {name}: waiting for the platform's status updates", flush=True)
-        updates = await platform_updates(partner, stack.simulator_port, delivered, within=60)
+        started = time.perf_counter()
+        updates = await platform_updates(
+            partner, stack.simulator_port, delivered, within=UPDATES_WAIT_SECONDS
+        )
+        notes.append(f"waited {time.perf_counter() - started:.0f} s for the status updates")
         row |= account_updates(updates, delivered, status=partner.assigned_status)
         row["ok"] = (
             row["ok"]
@@ -1001,6 +1005,7 @@ class TopicTail:
         return found
 
 
+UPDATES_WAIT_SECONDS = 300.0  # at most this long for the platform's status updates
 SIGNAL_WAIT_SECONDS = 300.0  # at most this long for sla to catch up and the last point to be due
 
 
