@@ -45,7 +45,7 @@ clean:
 bench: $(STAMP)  ## the whole stack end to end: cases/s and latency at fixed loads and saturation, each stage vs its ceiling (docs/performance.md)
 	$(BIN)/python -m bench.e2e
 
-faults: $(STAMP)  ## the fault suite under steady load: kill -9, broker paused, PostgreSQL restarted, poison, receiver down (docs/reliability.md)
+faults: $(STAMP)  ## the fault suite under steady load: kill -9 of each service and bridge, broker paused, PostgreSQL restarted, poison, receiver down; deliveries and deadline signals checked (docs/reliability.md)
 	$(BIN)/python -m bench.faults
 
 contract: $(STAMP)  ## schemathesis against every service's OpenAPI document: no 5xx, answers as documented (docs/reliability.md)

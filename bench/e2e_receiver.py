@@ -7,6 +7,14 @@ Standard Webhooks signature checked with the bench's secret of the department in
 arrived (`time.perf_counter()`: CLOCK_MONOTONIC, the same clock in every process on Linux). The
 case is found by the number the bench writes into each report's description ("第 N 次").
 
+Its bookkeeping is per transition: a webhook is a department getting a case (`case.assigned`, the
+only webhook dispatch sends: on assignment, reassignment and reopening), so one transition is one
+(case, department) pair. The same `webhook-id` again is a retry; another `webhook-id` for a pair
+already delivered is a repeat (a duplicate); a first webhook of a case at another department is a
+further transition (`transitions`, not a duplicate). A reopened case sent back to the same
+department would count as a repeat: the body says nothing of the transition (the suites that use
+this receiver reopen no case).
+
 `GET /_poll` answers the counters and the first deliveries noted since the previous poll, as JSON;
 `POST /_hold` and `POST /_release` make the server hold requests unanswered, or answer them again;
 `POST /_down` and `POST /_up` make it answer every webhook 503 (a department system that is down),
@@ -26,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.dispatch import department_secret
-from bench.webhook_receiver import WebhookReceiver
+from bench.webhook_receiver import PATH_PREFIX, WebhookReceiver
 
 CASE_NUMBER = re.compile(r"第 (\d+) 次")
 _CONTROL = "/_"
@@ -40,9 +48,12 @@ def _reply(status: int, body: bytes = b"") -> bytes:
 @dataclass
 class TimedReceiver(WebhookReceiver):
     """Counts each case once: its first webhook; the same webhook-id again is a retry, another
-    webhook-id for a case already seen a repeat (a second delivery of the same case)."""
+    webhook-id for a (case, department) already seen a repeat (a second delivery of the same
+    transition), the first webhook of a case at a further department one more transition."""
 
     first: dict[int, float] = field(default_factory=dict)  # case number -> first received
+    pairs: set[tuple[int, str]] = field(default_factory=set)  # (case number, department) seen
+    transitions: int = 0  # first webhooks of (case, department) pairs, the case's first included
     fresh: list[tuple[int, float]] = field(default_factory=list)  # not yet polled
     retries: int = 0
     repeats: int = 0
@@ -66,9 +77,14 @@ class TimedReceiver(WebhookReceiver):
         found = CASE_NUMBER.search(description)
         if found is None:
             self.unnumbered += 1
-        elif (number := int(found.group(1))) in self.first:
+            return status
+        number, department = int(found.group(1)), path.removeprefix(PATH_PREFIX)
+        if (number, department) in self.pairs:
             self.repeats += 1
-        else:
+            return status
+        self.pairs.add((number, department))
+        self.transitions += 1
+        if number not in self.first:
             self.first[number] = received
             self.fresh.append((number, received))
         return status
@@ -82,6 +98,7 @@ class TimedReceiver(WebhookReceiver):
                 "cases": len(self.first),
                 "retries": self.retries,
                 "repeats": self.repeats,
+                "transitions": self.transitions,
                 "unnumbered": self.unnumbered,
                 "unavailable": self.unavailable,
                 "fresh": fresh,

@@ -51,16 +51,17 @@ def create_app(settings: SlaSettings, *, clock: Clock | None = None) -> FastAPI:
             )
             app.state.firer = firer
             runtime.spawn(firer.run(), stop=firer.stop, name="sla-firing")
+            app.state.lifecycle = LifecycleClocks(
+                runtime=runtime,
+                consumer="sla.lifecycle",
+                policies=lambda: config.policies,
+                clocks=lambda: config.clocks,
+                on_commit=firer.wake,
+            )
             app.state.consumer = runtime.consume(
                 CASES_LIFECYCLE,
                 group_id=settings.consumer_group,
-                handler=LifecycleClocks(
-                    runtime=runtime,
-                    consumer="sla.lifecycle",
-                    policies=lambda: config.policies,
-                    clocks=lambda: config.clocks,
-                    on_commit=firer.wake,
-                ),
+                handler=app.state.lifecycle,
                 check="consumer",
             )
             visits_file = settings.config_dir / VISITS_FILE

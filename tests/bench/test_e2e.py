@@ -30,7 +30,7 @@ from libs.common.signing import signed_headers
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[TimedReceiver, str]]:
-    timed = TimedReceiver(secrets={"chengguan": department_secret("chengguan")})
+    timed = TimedReceiver(secrets={c: department_secret(c) for c in ("chengguan", "gongan")})
     timed.released.set()
     port = free_port()
     server = await timed.start(port)
@@ -49,36 +49,38 @@ def _webhook(number: int | None, msg_id: str, *, secret: str) -> tuple[bytes, di
 
 async def test_each_case_is_counted_once(receiver: tuple[TimedReceiver, str]) -> None:
     timed, url = receiver
-    secret = department_secret("chengguan")
+    secret, other = department_secret("chengguan"), department_secret("gongan")
     sent = [
-        (PHASE_STRIDE + 7, "msg_a", secret),  # first delivery of case 7 of phase 1
-        (PHASE_STRIDE + 7, "msg_a", secret),  # the same webhook again: a retry
-        (PHASE_STRIDE + 7, "msg_b", secret),  # the same case, another webhook-id: a repeat
-        (2 * PHASE_STRIDE + 8, "msg_c", secret),
-        (None, "msg_d", secret),  # valid, without a case number
-        (9, "msg_e", department_secret("other")),  # wrong secret
+        (PHASE_STRIDE + 7, "msg_a", secret, "chengguan"),  # first delivery of case 7 of phase 1
+        (PHASE_STRIDE + 7, "msg_a", secret, "chengguan"),  # the same webhook again: a retry
+        (PHASE_STRIDE + 7, "msg_b", secret, "chengguan"),  # the same transition again: a repeat
+        (PHASE_STRIDE + 7, "msg_f", other, "gongan"),  # reassigned: a further transition
+        (2 * PHASE_STRIDE + 8, "msg_c", secret, "chengguan"),
+        (None, "msg_d", secret, "chengguan"),  # valid, without a case number
+        (9, "msg_e", department_secret("other"), "chengguan"),  # wrong secret
     ]
     deliveries = Deliveries(url)
     async with httpx.AsyncClient() as client:
         statuses = []
-        for number, msg_id, key in sent:
+        for number, msg_id, key, department in sent:
             body, headers = _webhook(number, msg_id, secret=key)
             answer = await client.post(
-                f"{url}/departments/chengguan", content=body, headers=headers
+                f"{url}/departments/{department}", content=body, headers=headers
             )
             statuses.append(answer.status_code)
         await deliveries.poll()
         await deliveries.poll()  # fresh records are handed over once
         await deliveries.aclose()
-    assert statuses == [200, 200, 200, 200, 200, 401]
+    assert statuses == [200, 200, 200, 200, 200, 200, 401]
     assert set(deliveries.first) == {PHASE_STRIDE + 7, 2 * PHASE_STRIDE + 8}
     assert deliveries.per_phase == {1: 1, 2: 1}
     assert deliveries.counters == {
-        "accepted": 5,
+        "accepted": 6,
         "refused": 1,
         "cases": 2,
         "retries": 1,
         "repeats": 1,
+        "transitions": 3,
         "unnumbered": 1,
         "unavailable": 0,
     }

@@ -22,8 +22,8 @@ from libs.common.events import (
     Urgency,
 )
 from libs.common.ids import new_case_id
-from libs.common.kafka import Publisher, TopicNames
-from libs.common.topics import CASES_LIFECYCLE, SLA_SIGNALS
+from libs.common.kafka import BatchHandler, Delivery, Publisher, TopicNames
+from libs.common.topics import CASES_LIFECYCLE, SLA_SIGNALS, build_envelope
 from services.sla.app import create_app
 from services.sla.models import TimerRow
 from tests.factories import (
@@ -361,3 +361,43 @@ async def test_a_malformed_case_id_is_refused_before_any_query(sla_stack: SlaSta
     assert answer.json()["detail"][0]["path"] == "path.case_id"
     unknown = await sla_stack.client.get(f"/v1/sla/cases/{new_case_id(START)}", headers=headers)
     assert unknown.status_code == 404
+
+
+async def test_a_fetched_batch_moves_the_clocks_as_one_by_one_would(sla_stack: SlaStack) -> None:
+    """Regression (make faults): sla handled each lifecycle event in a transaction and an offset
+    commit of its own, and fell minutes behind dispatch under load; a fetched batch is now one
+    transaction, with the same effects — a redelivery inside the batch and a stale event change
+    nothing, two events of one case apply in order."""
+    stack = sla_stack
+    handler = stack.app.state.lifecycle
+    assert isinstance(handler, BatchHandler)
+    case_id, other = new_case_id(START), new_case_id(START)
+    assigned = lifecycle(case_id, 2, Transition.ASSIGNED, CaseState.ASSIGNED, START)
+    signed = lifecycle(
+        case_id, 3, Transition.SIGNED, CaseState.ACCEPTED, START + timedelta(minutes=5)
+    )
+    stale = lifecycle(
+        case_id, 2, Transition.ASSIGNED, CaseState.ASSIGNED, START + timedelta(minutes=6)
+    )
+    elsewhere = lifecycle(other, 2, Transition.ASSIGNED, CaseState.ASSIGNED, START)
+    envelopes = [
+        build_envelope(CASES_LIFECYCLE, e, source="tests", key=e.case_id, now=e.at)
+        for e in (assigned, signed, stale, elsewhere)
+    ]
+    # the first event twice (a redelivery inside the batch), then the case's next and a stale one
+    batch = [(0, assigned), (0, assigned), (1, signed), (2, stale), (3, elsewhere)]
+    await handler.handle_batch(
+        [
+            Delivery(envelopes[n], event, "cases.lifecycle", 0, offset)
+            for offset, (n, event) in enumerate(batch)
+        ]
+    )
+    rows = await timers(stack.app, case_id)
+    assert [(t.stage, t.status) for t in rows] == [("sign", "stopped"), ("handle", "running")]
+    assert [(t.stage, t.status) for t in await timers(stack.app, other)] == [("sign", "running")]
+    # a record of the batch delivered again later (after a crash before the offset commit)
+    await handler.handle_batch([Delivery(envelopes[1], signed, "cases.lifecycle", 0, 9)])
+    assert [(t.stage, t.status) for t in await timers(stack.app, case_id)] == [
+        ("sign", "stopped"),
+        ("handle", "running"),
+    ]
