@@ -204,18 +204,20 @@ async def cases_of(
     return {row.external_id: row.case_id for row in rows}
 
 
-async def link_of(
-    session: AsyncSession, *, partners: Sequence[str], case_id: str
-) -> tuple[str, str] | None:
-    """(partner, external id) of a case linked under one of `partners`, or None (not theirs)."""
-    row = (
-        await session.execute(
-            sa.select(links.c.partner, links.c.external_id).where(
-                links.c.partner.in_(partners), links.c.case_id == case_id
-            )
+async def links_of(
+    session: AsyncSession, *, partners: Sequence[str], case_ids: Iterable[str]
+) -> dict[str, tuple[str, str]]:
+    """Case id → (partner, external id) of those of `case_ids` linked under one of `partners`
+    (the others are not theirs), in one query."""
+    rows = await session.execute(
+        sa.select(links.c.case_id, links.c.partner, links.c.external_id).where(
+            links.c.partner.in_(partners), links.c.case_id.in_(sorted(set(case_ids)))
         )
-    ).first()
-    return None if row is None else (row.partner, row.external_id)
+    )
+    found: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        found.setdefault(row.case_id, (row.partner, row.external_id))
+    return found
 
 
 async def claim_partner_event(

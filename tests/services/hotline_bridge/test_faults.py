@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
-from libs.common.bridge.tables import queue
+from libs.common.bridge.lifecycle import LifecycleUpdates
+from libs.common.bridge.tables import links, queue
+from libs.common.events import Actor, CaseLifecycleEvent, CaseState, Transition, Urgency
+from libs.common.ids import new_case_id
+from libs.common.kafka import Delivery
+from libs.common.topics import CASES_LIFECYCLE, build_envelope
 from tests.factories import make_department_token
 from tests.harness import WAIT_SECONDS, until
 from tests.services.hotline_bridge.conftest import (
     CALL_SECRET,
     PUSH_SECRET,
+    SYSTEM,
     HotlineStack,
     signed_push,
     statuses,
@@ -123,3 +132,80 @@ async def test_an_outage_and_a_restart_lose_and_duplicate_nothing(
         async with stack.bridge.state.runtime.sessions() as session:  # type: ignore[union-attr]
             links = (await session.execute(sa.text("SELECT count(*) FROM links"))).scalar()
         assert links == 1
+
+
+@dataclass
+class _Update:
+    status: str
+
+    def model_dump(self, *, mode: str, exclude_none: bool) -> dict[str, Any]:
+        return {"status": self.status}
+
+
+async def test_a_fetched_batch_of_lifecycle_events_queues_what_one_by_one_would(
+    hotline_stack: HotlineStack,
+) -> None:
+    """Regression (make faults): a bridge followed cases.lifecycle in a transaction per record
+    and fell a minute behind dispatch at 150 reports/s; a fetched batch is now one transaction
+    with the same effects: only linked cases' updates, in order, each event id queued once."""
+    now = datetime.now(UTC)
+    linked, elsewhere = new_case_id(now), new_case_id(now)
+    async with hotline_stack.running_bridge():
+        assert hotline_stack.bridge is not None
+        runtime = hotline_stack.bridge.state.runtime
+        async with runtime.sessions() as session, session.begin():
+            await session.execute(
+                sa.insert(links).values(
+                    partner=SYSTEM, external_id="GD-BATCH-1", case_id=linked, created_at=now
+                )
+            )
+        commits: list[int] = []
+        updates = LifecycleUpdates(
+            runtime=runtime,
+            channel="batch-test",
+            updates={
+                SYSTEM: lambda event, external_id, _: _Update(f"{external_id}:{event.version}")
+            },
+            on_commit=lambda: commits.append(1),
+        )
+        events = [
+            _event(linked, 2, Transition.ASSIGNED, CaseState.ASSIGNED, now),
+            _event(elsewhere, 2, Transition.ASSIGNED, CaseState.ASSIGNED, now),
+            _event(linked, 3, Transition.SIGNED, CaseState.ACCEPTED, now),
+        ]
+        envelopes = [
+            build_envelope(CASES_LIFECYCLE, e, source="tests", key=e.case_id, now=now)
+            for e in events
+        ]
+        batch = [0, 1, 0, 2]  # the first record twice: a redelivery inside the batch
+        await updates.handle_batch(
+            [
+                Delivery(envelopes[n], events[n], "cases.lifecycle", 0, offset)
+                for offset, n in enumerate(batch)
+            ]
+        )
+        await updates(Delivery(envelopes[2], events[2], "cases.lifecycle", 0, 9))  # again, later
+        rows = [r for r in await hotline_stack.rows(queue) if r.channel == "batch-test"]
+    assert [(r.case_id, r.message_id, r.kind) for r in sorted(rows, key=lambda r: r.id)] == [
+        (linked, envelopes[0].id, "GD-BATCH-1:2"),
+        (linked, envelopes[2].id, "GD-BATCH-1:3"),
+    ]
+    assert commits == [1]  # the later redelivery queued nothing new
+
+
+def _event(
+    case_id: str, version: int, move: Transition, to_state: CaseState, at: datetime
+) -> CaseLifecycleEvent:
+    return CaseLifecycleEvent(
+        case_id=case_id,
+        version=version,
+        transition=move,
+        from_state=None,
+        to_state=to_state,
+        at=at,
+        actor=Actor(kind="system", id="dispatch"),
+        category="city.garbage",
+        urgency=Urgency.ROUTINE,
+        unit_grid="430281001001001",
+        department="chengguan",
+    )
