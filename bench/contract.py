@@ -58,6 +58,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bench.dispatch import servers
+from bench.docs import write_between
 from bench.e2e import machine
 from bench.intake import REPO, _drop_schema
 from deploy.embedded import free_port
@@ -467,12 +468,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 
 def write_doc(report: Mapping[str, Any], path: Path = DOC) -> None:
     """The table between the document's contract markers (the rest is written by hand)."""
-    text = path.read_text(encoding="utf-8")
-    before, rest = text.split(TABLE_START, 1)
-    after = rest.split(TABLE_END, 1)[1]
-    path.write_text(
-        f"{before}{TABLE_START}\n{markdown_table(report)}\n{TABLE_END}{after}", encoding="utf-8"
-    )
+    write_between(path, TABLE_START, TABLE_END, markdown_table(report))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,7 @@ from bench.dispatch import (
     dispatch_environment,
     receiver_config,
 )
+from bench.docs import write_between
 from bench.e2e import REPORT_CATEGORIES, Deliveries, intake_environment, machine
 from bench.intake import REPO, _drop_schema, _report_body, _wait_ready, worker_headers
 from bench.sla import sla_environment
@@ -1173,12 +1174,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 
 def write_doc(report: Mapping[str, Any], path: Path = DOC) -> None:
     """The table between the document's markers (the rest of it is written by hand)."""
-    text = path.read_text(encoding="utf-8")
-    before, rest = text.split(TABLE_START, 1)
-    after = rest.split(TABLE_END, 1)[1]
-    path.write_text(
-        f"{before}{TABLE_START}\n{markdown_table(report)}\n{TABLE_END}{after}", encoding="utf-8"
-    )
+    write_between(path, TABLE_START, TABLE_END, markdown_table(report))
 
 
 def main(argv: list[str] | None = None) -> int:

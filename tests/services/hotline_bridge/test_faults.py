@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from libs.common.bridge.lifecycle import LifecycleUpdates
 from libs.common.bridge.tables import links, queue
-from libs.common.events import Actor, CaseLifecycleEvent, CaseState, Transition, Urgency
+from libs.common.events import CaseState, Transition
 from libs.common.ids import new_case_id
 from libs.common.kafka import Delivery
 from libs.common.topics import CASES_LIFECYCLE, build_envelope
@@ -29,6 +29,7 @@ from tests.services.hotline_bridge.conftest import (
     statuses,
     wait_order,
 )
+from tests.services.sla.test_flow import lifecycle
 
 ORDER = {
     "event_id": "EV-T-0001",
@@ -169,9 +170,9 @@ async def test_a_fetched_batch_of_lifecycle_events_queues_what_one_by_one_would(
             on_commit=lambda: commits.append(1),
         )
         events = [
-            _event(linked, 2, Transition.ASSIGNED, CaseState.ASSIGNED, now),
-            _event(elsewhere, 2, Transition.ASSIGNED, CaseState.ASSIGNED, now),
-            _event(linked, 3, Transition.SIGNED, CaseState.ACCEPTED, now),
+            lifecycle(linked, 2, Transition.ASSIGNED, CaseState.ASSIGNED, now),
+            lifecycle(elsewhere, 2, Transition.ASSIGNED, CaseState.ASSIGNED, now),
+            lifecycle(linked, 3, Transition.SIGNED, CaseState.ACCEPTED, now),
         ]
         envelopes = [
             build_envelope(CASES_LIFECYCLE, e, source="tests", key=e.case_id, now=now)
@@ -191,21 +192,3 @@ async def test_a_fetched_batch_of_lifecycle_events_queues_what_one_by_one_would(
         (linked, envelopes[2].id, "GD-BATCH-1:3"),
     ]
     assert commits == [1]  # the later redelivery queued nothing new
-
-
-def _event(
-    case_id: str, version: int, move: Transition, to_state: CaseState, at: datetime
-) -> CaseLifecycleEvent:
-    return CaseLifecycleEvent(
-        case_id=case_id,
-        version=version,
-        transition=move,
-        from_state=None,
-        to_state=to_state,
-        at=at,
-        actor=Actor(kind="system", id="dispatch"),
-        category="city.garbage",
-        urgency=Urgency.ROUTINE,
-        unit_grid="430281001001001",
-        department="chengguan",
-    )
