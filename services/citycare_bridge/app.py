@@ -21,7 +21,7 @@ from libs.common.bridge.service import follow_lifecycle, start_poller, start_que
 from libs.common.clock import Clock, SystemClock
 from libs.common.refdata import ConfigError
 from libs.common.runtime import Runtime
-from libs.common.web import install_openapi, service_app
+from libs.common.web import add_routes, install_openapi, service_app
 from libs.common.worktime import CalendarConfigError, load_calendar
 from services.citycare_bridge import inbound, partner
 from services.citycare_bridge.inbound import (
@@ -106,6 +106,6 @@ def create_app(settings: CitycareSettings, *, clock: Clock | None = None) -> Fas
         runtime=runtime,
         lifespan=lifespan,
     )
-    app.include_router(inbound.router)
+    add_routes(app, inbound.router)
     install_openapi(app, (partner.PushedEvent, inbound.Delivery))
     return app

@@ -16,7 +16,7 @@ from libs.common.auth import TokenVerifier
 from libs.common.clock import Clock, SystemClock
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_SUBMITTED, SLA_SIGNALS
-from libs.common.web import install_openapi, service_app
+from libs.common.web import add_routes, install_openapi, service_app
 from services.dispatch import delivery_api, departments, operators, partners
 from services.dispatch.consumer import SubmittedCases
 from services.dispatch.duplicates import DuplicatePolicy
@@ -105,10 +105,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.verifier = TokenVerifier(secret=settings.api_jwt_secret.get_secret_value())
-    app.include_router(departments.router)
-    app.include_router(operators.router)
-    app.include_router(delivery_api.router)
-    app.include_router(partners.router)
+    add_routes(app, departments.router, operators.router, delivery_api.router, partners.router)
     commands = departments.COMMAND_MODELS + operators.COMMAND_MODELS + partners.COMMAND_MODELS
     install_openapi(app, (), departments.command_schemas(commands))
     return app

@@ -18,7 +18,7 @@ from libs.common.bridge.service import follow_lifecycle, start_poller, start_que
 from libs.common.clock import Clock, SystemClock
 from libs.common.refdata import ConfigError
 from libs.common.runtime import Runtime
-from libs.common.web import install_openapi, service_app
+from libs.common.web import add_routes, install_openapi, service_app
 from libs.common.worktime import CalendarConfigError, load_calendar
 from services.hotline_bridge import inbound, partner
 from services.hotline_bridge.inbound import DISPATCH_CHANNEL, PARTNER_CHANNEL, HotlineContext
@@ -94,7 +94,7 @@ def create_app(settings: HotlineSettings, *, clock: Clock | None = None) -> Fast
         runtime=runtime,
         lifespan=lifespan,
     )
-    app.include_router(inbound.router)
+    add_routes(app, inbound.router)
     install_openapi(app, (partner.PushedEvent,))
     return app
 

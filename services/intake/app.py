@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from libs.common.clock import Clock, SystemClock
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE
-from libs.common.web import install_openapi, service_app
+from libs.common.web import add_routes, install_openapi, service_app
 from services.intake import api, open311
 from services.intake.consumer import RequestStatuses
 from services.intake.deps import IntakeState
@@ -59,7 +59,6 @@ def create_app(settings: IntakeSettings, *, clock: Clock | None = None) -> FastA
     )
     app.state.intake = state
     open311.install_error_format(app)
-    app.include_router(api.router)
+    add_routes(app, api.router, open311.router)
     install_openapi(app, api.BODY_MODELS, own_format=[open311.PREFIX])
-    app.include_router(open311.router)
     return app

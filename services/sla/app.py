@@ -13,7 +13,7 @@ from libs.common.auth import TokenVerifier
 from libs.common.clock import Clock, SystemClock
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE, VISITS_RECORDED
-from libs.common.web import install_openapi, service_app
+from libs.common.web import add_routes, install_openapi, service_app
 from services.sla import api
 from services.sla.assessing import Assessor
 from services.sla.config import ConfigWatcher, SlaConfig, recompute_provisional
@@ -103,6 +103,6 @@ def create_app(settings: SlaSettings, *, clock: Clock | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.verifier = TokenVerifier(secret=settings.api_jwt_secret.get_secret_value())
-    app.include_router(api.router)
+    add_routes(app, api.router)
     install_openapi(app, (), {})
     return app

@@ -10,10 +10,11 @@ import logging
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError
 
-from libs.common.web import install_error_handlers
+from libs.common.web import add_routes, install_error_handlers
 
 
 class _InvalidatedError(DBAPIError):
@@ -72,3 +73,46 @@ async def test_a_fault_of_the_service_own_is_still_a_500(error: Exception) -> No
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
         response = await client.get("/fails")
     assert response.status_code == 500
+
+
+def _routed(router_way: str) -> FastAPI:
+    router = APIRouter(prefix="/v1", tags=["work"])
+
+    @router.post("/reports", status_code=202, summary="file a report")
+    async def report() -> dict[str, str]:
+        return {"status": "accepted"}
+
+    @router.get("/reports/{report_id}")
+    async def one(report_id: str) -> dict[str, str]:
+        return {"id": report_id}
+
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    if router_way == "add_routes":
+        add_routes(app, router)
+    else:
+        app.include_router(router)
+    return app
+
+
+async def test_add_routes_serves_a_router_first_and_documents_it_as_include_router_does() -> None:
+    app = _routed("add_routes")
+    # the router's own routes come first, unwrapped: a request matches them without detours
+    assert [type(route) for route in app.router.routes[:2]] == [APIRoute, APIRoute]
+    paths = [getattr(route, "path", None) for route in app.router.routes[:2]]
+    assert paths == ["/v1/reports", "/v1/reports/{report_id}"]
+    assert app.openapi()["paths"] == _routed("include_router").openapi()["paths"]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        filed = await client.post("/v1/reports")
+        found = await client.get("/v1/reports/R1")
+        health = await client.get("/healthz")
+        missing = await client.get("/v1/nothing")
+    assert (filed.status_code, filed.json()) == (202, {"status": "accepted"})
+    assert found.json() == {"id": "R1"}
+    assert health.json() == {"status": "ok"}
+    assert missing.status_code == 404
