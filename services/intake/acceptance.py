@@ -12,6 +12,7 @@ commit that holds their report.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 from collections.abc import Sequence
@@ -85,8 +86,11 @@ class Acceptor:
         self._runtime = runtime
         self._max_batch = max_batch
         self._committers = committers
-        # a request's submissions travel as one group: committed together, in their order
-        self._queue: asyncio.Queue[list[_Submission]] = asyncio.Queue()
+        # a request's submissions travel as one group: committed together, in their order. A
+        # deque and an event rather than an asyncio.Queue: a committer takes everything waiting
+        # at once, with no getter future per group and no timer per wait
+        self._waiting: collections.deque[list[_Submission]] = collections.deque()
+        self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
         self.batch_sizes = Histogram(
             "gridflow_intake_commit_batch_size",
@@ -100,7 +104,8 @@ class Acceptor:
         if self._stopping.is_set():
             raise RuntimeError("intake is shutting down")
         submission = _Submission(events, claim)
-        self._queue.put_nowait([submission])
+        self._waiting.append([submission])
+        self._arrived.set()
         return await submission.future
 
     async def submit_many(
@@ -109,11 +114,14 @@ class Acceptor:
         if self._stopping.is_set():
             raise RuntimeError("intake is shutting down")
         submissions = [_Submission(events, claim) for events, claim in items]
-        self._queue.put_nowait(submissions)
+        self._waiting.append(submissions)
+        self._arrived.set()
         return list(await asyncio.gather(*(s.future for s in submissions)))
 
     def stop(self) -> None:
+        """Refuse new submissions; the committers commit what is waiting, then return."""
         self._stopping.set()
+        self._arrived.set()
 
     async def run(self) -> None:
         await asyncio.gather(*(self._commit_loop() for _ in range(self._committers)))
@@ -127,14 +135,15 @@ class Acceptor:
             await connection.close()
 
     async def _commit_rounds(self, connection: HeldConnection) -> None:
-        while not (self._stopping.is_set() and self._queue.empty()):
-            try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=0.2)
-            except TimeoutError:
+        waiting = self._waiting
+        while waiting or not self._stopping.is_set():
+            if not waiting:
+                self._arrived.clear()
+                await self._arrived.wait()
                 continue
-            batch = list(first)
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.extend(self._queue.get_nowait())
+            batch = list(waiting.popleft())
+            while waiting and len(batch) < self._max_batch:
+                batch.extend(waiting.popleft())
             try:
                 results = await self._commit(connection, batch)
             except Exception as exc:  # the callers answer 503; nothing of this batch was kept
