@@ -3,8 +3,9 @@ trivial FastAPI endpoint measured in the same run on the same machine.
 
 Phases (each `--seconds` long): the trivial endpoint at saturation; single reports at saturation;
 single reports at a fixed 500/s (latency percentiles); offline batches of 500 items at saturation.
-Servers: DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set, else embedded ones (as `make run`).
-Prints a table and writes a JSON file.
+Each round starts with a CHECKPOINT, so no round pays for the WAL of the one before. Servers:
+DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set, else embedded ones (as `make run`). Prints a
+table and writes a JSON file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.loadgen import Stats, closed_loop, http_request, open_loop
@@ -113,6 +115,22 @@ async def _drop_schema(database_url: str, schema: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     await engine.dispose()
+
+
+async def checkpoint(database_url: str) -> bool:
+    """Flush what earlier phases wrote (a round's batch phases write ~500 MB of WAL), so that
+    PostgreSQL is not checkpointing it during the next round's phases; False when the role may
+    not (PostgreSQL 15 wants a superuser or pg_checkpoint)."""
+    engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("CHECKPOINT"))
+    except DBAPIError as exc:
+        print(f"no CHECKPOINT before the round: {type(exc.orig).__name__}", flush=True)
+        return False
+    finally:
+        await engine.dispose()
+    return True
 
 
 @contextlib.contextmanager
@@ -267,6 +285,7 @@ def run(seconds: float, connections: int, rounds: int) -> dict[str, Any]:
         tag = f"bench{os.getpid()}r{number}"
         print(f"round {number}/{rounds}", flush=True)
         with servers(tag) as (database_url, bootstrap):
+            asyncio.run(checkpoint(database_url))
             trivial = asyncio.run(trivial_phase(seconds, connections))
             rows = asyncio.run(
                 intake_phases(
