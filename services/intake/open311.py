@@ -739,6 +739,12 @@ async def current_status(session: AsyncSession, *, case_id: str) -> RequestStatu
     return None if row is None else _record(row).status
 
 
+async def shown_cases(session: AsyncSession, *, case_ids: Sequence[str]) -> set[str]:
+    """Which of `case_ids` have a row in the read model."""
+    rows = await session.execute(sa.select(_T.case_id).where(_T.case_id.in_(case_ids)))
+    return set(rows.scalars())
+
+
 async def submitted_cases(session: AsyncSession, *, case_ids: Sequence[str]) -> list[CaseSubmitted]:
     """Open311 cases as intake staged them in its outbox."""
     rows = await session.execute(_SUBMITTED, {"ids": list(case_ids)})

@@ -30,9 +30,10 @@ from libs.common.events import (
     Transition,
 )
 from libs.common.ids import new_case_id
-from libs.common.kafka import Publisher, TopicNames
-from libs.common.topics import CASES_LIFECYCLE
+from libs.common.kafka import Delivery, Publisher, TopicNames
+from libs.common.topics import CASES_LIFECYCLE, build_envelope
 from services.intake.app import create_app
+from services.intake.consumer import RequestStatuses
 from services.intake.open311 import MissingKeyError, open311_requests
 from tests.factories import (
     OPEN311_KEYS,
@@ -71,18 +72,7 @@ class Open311Stack:
         transition: Transition = Transition.ASSIGNED,
         department: str | None = None,
     ) -> None:
-        event = CaseLifecycleEvent(
-            case_id=case_id,
-            version=version,
-            transition=transition,
-            from_state=None if version == 1 else CaseState.REPORTED,
-            to_state=to_state,
-            at=datetime.now(UTC),
-            actor=Actor(kind="system", id="dispatch"),
-            category="city.garbage",
-            unit_grid=UNIT_GRID,
-            department=department,
-        )
+        event = _lifecycle(case_id, version, to_state, transition=transition, department=department)
         await self.publisher.publish(CASES_LIFECYCLE, event, key=case_id, now=event.at)
 
     async def submit(self, **overrides: str | None) -> str:
@@ -98,6 +88,28 @@ class Open311Stack:
         registry = self.app.state.intake.runtime.registry
         labels = {"topic": CASES_LIFECYCLE.name, "outcome": "ok"}
         return registry.get_sample_value("gridflow_consumer_records_total", labels) or 0.0
+
+
+def _lifecycle(
+    case_id: str,
+    version: int,
+    to_state: CaseState,
+    *,
+    transition: Transition = Transition.ASSIGNED,
+    department: str | None = None,
+) -> CaseLifecycleEvent:
+    return CaseLifecycleEvent(
+        case_id=case_id,
+        version=version,
+        transition=transition,
+        from_state=None if version == 1 else CaseState.REPORTED,
+        to_state=to_state,
+        at=datetime.now(UTC),
+        actor=Actor(kind="system", id="dispatch"),
+        category="city.garbage",
+        unit_grid=UNIT_GRID,
+        department=department,
+    )
 
 
 @pytest.fixture
@@ -483,6 +495,51 @@ async def test_stale_and_foreign_lifecycle_events_change_nothing(open311: Open31
     async with open311.app.state.intake.runtime.sessions() as session:
         rows = (await session.execute(sa.select(open311_requests.c.case_id))).scalars().all()
     assert rows == [case_id]
+
+
+async def test_a_fetched_batch_changes_the_read_model_as_its_events_one_by_one_would(
+    open311: Open311Stack, isolation: Isolation
+) -> None:
+    runtime = open311.app.state.intake.runtime
+    shown, restored = await open311.submit(), await open311.submit()
+    async with runtime.sessions() as session, session.begin():  # as if intake stopped after 202
+        await session.execute(sa.delete(open311_requests).where(_REQUEST.case_id == restored))
+    foreign = new_case_id(datetime.now(UTC))  # a case that did not come through Open311
+    events = [
+        _lifecycle(shown, 1, CaseState.REPORTED, transition=Transition.RECEIVED),
+        _lifecycle(foreign, 1, CaseState.REPORTED, transition=Transition.RECEIVED),
+        _lifecycle(restored, 1, CaseState.REPORTED, transition=Transition.RECEIVED),
+        _lifecycle(shown, 2, CaseState.ASSIGNED, department="chengguan"),
+        _lifecycle(foreign, 2, CaseState.ASSIGNED, department="chengguan"),
+        _lifecycle(restored, 2, CaseState.ASSIGNED, department="chengguan"),
+        _lifecycle(shown, 1, CaseState.REPORTED, transition=Transition.RECEIVED),  # stale
+    ]
+    deliveries = [
+        Delivery(
+            build_envelope(CASES_LIFECYCLE, e, source="tests", key=e.case_id, now=e.at),
+            e,
+            CASES_LIFECYCLE.name,
+            0,
+            offset,
+        )
+        for offset, e in enumerate(events)
+    ]
+    handler = RequestStatuses(runtime=runtime, consumer=f"{isolation.token}-batch")
+    await handler.handle_batch(deliveries)
+    await handler.handle_batch(deliveries)  # fetched again after a rebalance: nothing changes
+
+    for case_id in (shown, restored):
+        [request] = (await open311.read(case_id)).json()
+        assert (request["status_notes"], request["agency_responsible"]) == (
+            "已派发至城管",
+            CHENGGUAN,
+        )
+    async with runtime.sessions() as session:
+        rows = await session.execute(sa.select(_REQUEST.case_id, _REQUEST.version))
+        assert sorted(tuple(row) for row in rows) == sorted([(shown, 2), (restored, 2)])
+
+
+_REQUEST = open311_requests.c
 
 
 @pytest.mark.parametrize(
