@@ -26,7 +26,14 @@ from libs.common.clock import FrozenClock
 from libs.common.db import HeldConnection, create_engine, migrate, outbox, session_factory
 from libs.common.envelope import Envelope, KafkaRecord, encode
 from libs.common.kafka import Publisher, TopicNames, ensure_topics
-from libs.common.outbox import _UNPUBLISHED, OutboxMetrics, OutboxRelay, _record, stage
+from libs.common.outbox import (
+    _DRAIN_LOCK_SPACE,
+    _UNPUBLISHED,
+    OutboxMetrics,
+    OutboxRelay,
+    _record,
+    stage,
+)
 from libs.common.topics import CASES_SUBMITTED, Topic
 from tests.factories import Isolation
 from tests.harness import WAIT_SECONDS, TopicWatcher, until
@@ -104,7 +111,12 @@ class Bench:
         )
 
     def relay(
-        self, publisher: Publisher, *, metrics: OutboxMetrics | None = None, batch_size: int = 500
+        self,
+        publisher: Publisher,
+        *,
+        metrics: OutboxMetrics | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 0.02,
     ) -> OutboxRelay:
         return OutboxRelay(
             engine=self.engine,
@@ -112,7 +124,7 @@ class Bench:
             clock=self.clock,
             metrics=metrics or OutboxMetrics(CollectorRegistry()),
             batch_size=batch_size,
-            poll_interval=0.02,
+            poll_interval=poll_interval,
         )
 
     def publisher(self, *, bootstrap: str | None = None) -> WatchedPublisher:
@@ -245,6 +257,29 @@ async def test_relay_publishes_staged_events_in_id_order_and_marks_them(bench: B
     assert sample(registry, "gridflow_outbox_oldest_age_seconds") == 0
     assert sample(registry, "gridflow_outbox_publish_seconds_count") == len(staged)
     assert sample(registry, "gridflow_outbox_publish_seconds_sum") == 2.0 * len(staged)
+
+
+async def test_a_commit_woken_during_a_drain_is_published_by_the_next_drain_at_once(
+    bench: Bench,
+) -> None:
+    """After a drain that took all it saw, the relay waits for a wake or its poll; a commit that
+    woke it while it was draining is published next, not a poll interval later."""
+    await bench.create_topic(partitions=1)
+    gate = asyncio.Event()
+    publisher = WatchedPublisher(
+        bootstrap_servers=bench.isolation.kafka_bootstrap, names=bench.names, gate=gate
+    )
+    relay = bench.relay(publisher, poll_interval=3600)  # only wakes move it in this test
+    (key,) = new_keys(1)
+    async with started(publisher), running(relay):
+        first = await bench.stage(key)
+        relay.wake()
+        await asyncio.wait_for(publisher.at_gate.wait(), WAIT_SECONDS)  # it is draining `first`
+        second = await bench.stage(key)
+        relay.wake()
+        gate.set()
+        await publisher.wait_handed([e.id for e in first + second])
+        await bench.all_published()
 
 
 async def test_a_rolled_back_transaction_publishes_nothing(bench: Bench) -> None:
@@ -410,7 +445,7 @@ async def test_the_relay_sends_each_row_as_encode_would_send_its_envelope(bench:
     connection = HeldConnection(bench.engine)
     try:
         async with connection.transaction() as driver:
-            rows = await driver.fetch(_UNPUBLISHED, 10)
+            rows = await driver.fetch(_UNPUBLISHED, 10, _DRAIN_LOCK_SPACE)
     finally:
         await connection.close()
     records, expected = [_record(row) for row in rows], [encode(e) for e in staged]
