@@ -12,15 +12,21 @@ import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from deploy.embedded import EmbeddedBroker, EmbeddedPostgres, start_broker, start_postgres
 from libs.common.events import CaseSubmitted, VisitRecorded
+from libs.common.runtime import Runtime
 from libs.common.topics import CASES_SUBMITTED, VISITS_RECORDED
+from services.intake.acceptance import Acceptor, Staged
 from services.intake.app import create_app
 from tests.factories import Isolation, make_intake_settings, make_open311_request, make_report
-from tests.harness import TopicWatcher, running, until
+from tests.harness import WAIT_SECONDS, TopicWatcher, running, until
+from tests.libs.common.test_kafka import make_case_submitted
 from tests.services.intake.conftest import auth, outbox_rows
 from tests.services.intake.test_worker_api import make_visit
 
@@ -166,3 +172,36 @@ async def test_with_the_database_away_intake_answers_503_and_a_retry_after_is_ac
         rows = await outbox_rows(app)
     submitted = [row for row in rows if row.topic.endswith(CASES_SUBMITTED.name)]
     assert len(submitted) == 2  # the first report and the retried one, once: nothing of the 503s
+
+
+async def test_a_stopping_acceptor_commits_what_waits_and_refuses_what_comes_after(
+    isolation: Isolation, tmp_path: Path
+) -> None:
+    """Shutdown: submissions already waiting for a commit are committed before the committers
+    return (their callers get their 202); one that comes after stop() is refused."""
+    app = create_app(make_intake_settings(isolation, attachments_dir=tmp_path / "files"))
+    async with running(app):
+        runtime = app.state.intake.runtime
+        before = len(await outbox_rows(app))
+        # a second acceptor on the app's database and relay, its metrics apart from the app's
+        own = SimpleNamespace(
+            engine=runtime.engine,
+            clock=runtime.clock,
+            source=runtime.source,
+            relay=runtime.relay,
+            registry=CollectorRegistry(),
+        )
+        acceptor = Acceptor(runtime=cast(Runtime, own))  # not running yet: submissions wait
+        cases = [make_case_submitted() for _ in range(3)]
+        waiting = [
+            asyncio.create_task(acceptor.submit([Staged(CASES_SUBMITTED, c, c.case_id)], None))
+            for c in cases
+        ]
+        await asyncio.sleep(0)  # each task runs up to its wait for the commit
+        acceptor.stop()
+        await asyncio.wait_for(acceptor.run(), WAIT_SECONDS)
+        assert [task.result() for task in waiting] == [None, None, None]  # all accepted
+        keys = [row.key for row in await outbox_rows(app)][before:]
+        assert keys == [c.case_id for c in cases]
+        with pytest.raises(RuntimeError, match="shutting down"):
+            await acceptor.submit([Staged(CASES_SUBMITTED, cases[0], cases[0].case_id)], None)
