@@ -42,9 +42,9 @@ class RequestStatuses:
     async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
         """A fetched batch in one transaction, with the effects of handling its records one by
         one. Which of its cases are Open311 requests is read once for the batch (two queries);
-        the rest, nearly every lifecycle event, cost nothing more. One transaction and one
-        offset commit per event made this read model most of intake's CPU under end-to-end
-        load (docs/performance.md)."""
+        the rest, nearly every lifecycle event, cost nothing more. With one transaction and one
+        offset commit per event, the whole stack delivered 604–610 cases/s at saturation; with
+        one per batch, 899–925 (docs/performance.md)."""
         events = [
             (delivery, delivery.payload)
             for delivery in deliveries
