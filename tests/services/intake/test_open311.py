@@ -50,6 +50,7 @@ from tests.harness import http_server, running, until
 from tests.services.intake.conftest import outbox_rows
 
 CHENGGUAN = "示范市城市管理和综合执法局"
+_REQUEST = open311_requests.c
 
 
 @dataclass
@@ -537,9 +538,6 @@ async def test_a_fetched_batch_changes_the_read_model_as_its_events_one_by_one_w
     async with runtime.sessions() as session:
         rows = await session.execute(sa.select(_REQUEST.case_id, _REQUEST.version))
         assert sorted(tuple(row) for row in rows) == sorted([(shown, 2), (restored, 2)])
-
-
-_REQUEST = open311_requests.c
 
 
 @pytest.mark.parametrize(
