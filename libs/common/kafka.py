@@ -19,7 +19,7 @@ import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -232,6 +232,12 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+P = TypeVar("P", bound=Contract)
+
+
+def deliveries_of(deliveries: Sequence[Delivery], kind: type[P]) -> list[tuple[Delivery, P]]:
+    """The deliveries whose payload is a `kind`, in their order, each with its payload typed."""
+    return [(d, d.payload) for d in deliveries if isinstance(d.payload, kind)]
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import claim_event
 from libs.common.events import CaseLifecycleEvent
-from libs.common.kafka import Delivery
+from libs.common.kafka import Delivery, deliveries_of
 from libs.common.runtime import Runtime
 from services.intake.open311 import (
     client_of,
@@ -45,11 +45,7 @@ class RequestStatuses:
         the rest, nearly every lifecycle event, cost nothing more. With one transaction and one
         offset commit per event, the whole stack delivered 604–610 cases/s at saturation; with
         one per batch, 899–925 (docs/performance.md)."""
-        events = [
-            (delivery, delivery.payload)
-            for delivery in deliveries
-            if isinstance(delivery.payload, CaseLifecycleEvent)
-        ]
+        events = deliveries_of(deliveries, CaseLifecycleEvent)
         if not events:
             return
         async with self._runtime.sessions() as session, session.begin():

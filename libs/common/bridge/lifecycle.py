@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from libs.common.bridge.inbound import links_of
 from libs.common.bridge.queue import enqueue
 from libs.common.events import CaseLifecycleEvent
-from libs.common.kafka import Delivery
+from libs.common.kafka import Delivery, deliveries_of
 from libs.common.runtime import Runtime
 
 
@@ -56,11 +56,7 @@ class LifecycleUpdates:
         linked case's update queued in fetch order — with the effects of handling the records
         one by one (an update is queued under its event id once). One transaction per record
         left a bridge minutes behind dispatch under load (docs/reliability.md)."""
-        events = [
-            (delivery, delivery.payload)
-            for delivery in deliveries
-            if isinstance(delivery.payload, CaseLifecycleEvent)
-        ]
+        events = deliveries_of(deliveries, CaseLifecycleEvent)
         if not events:
             return
         runtime = self._runtime

@@ -23,8 +23,6 @@ from fastapi import FastAPI
 from georeport import GeoReport
 
 from libs.common.events import (
-    Actor,
-    CaseLifecycleEvent,
     CaseState,
     CaseSubmitted,
     Transition,
@@ -48,6 +46,7 @@ from tests.factories import (
 )
 from tests.harness import http_server, running, until
 from tests.services.intake.conftest import outbox_rows
+from tests.services.sla.test_flow import lifecycle
 
 CHENGGUAN = "示范市城市管理和综合执法局"
 _REQUEST = open311_requests.c
@@ -73,7 +72,8 @@ class Open311Stack:
         transition: Transition = Transition.ASSIGNED,
         department: str | None = None,
     ) -> None:
-        event = _lifecycle(case_id, version, to_state, transition=transition, department=department)
+        at = datetime.now(UTC)
+        event = lifecycle(case_id, version, transition, to_state, at, department=department)
         await self.publisher.publish(CASES_LIFECYCLE, event, key=case_id, now=event.at)
 
     async def submit(self, **overrides: str | None) -> str:
@@ -89,28 +89,6 @@ class Open311Stack:
         registry = self.app.state.intake.runtime.registry
         labels = {"topic": CASES_LIFECYCLE.name, "outcome": "ok"}
         return registry.get_sample_value("gridflow_consumer_records_total", labels) or 0.0
-
-
-def _lifecycle(
-    case_id: str,
-    version: int,
-    to_state: CaseState,
-    *,
-    transition: Transition = Transition.ASSIGNED,
-    department: str | None = None,
-) -> CaseLifecycleEvent:
-    return CaseLifecycleEvent(
-        case_id=case_id,
-        version=version,
-        transition=transition,
-        from_state=None if version == 1 else CaseState.REPORTED,
-        to_state=to_state,
-        at=datetime.now(UTC),
-        actor=Actor(kind="system", id="dispatch"),
-        category="city.garbage",
-        unit_grid=UNIT_GRID,
-        department=department,
-    )
 
 
 @pytest.fixture
@@ -506,14 +484,15 @@ async def test_a_fetched_batch_changes_the_read_model_as_its_events_one_by_one_w
     async with runtime.sessions() as session, session.begin():  # as if intake stopped after 202
         await session.execute(sa.delete(open311_requests).where(_REQUEST.case_id == restored))
     foreign = new_case_id(datetime.now(UTC))  # a case that did not come through Open311
+    now, received, assigned = datetime.now(UTC), Transition.RECEIVED, Transition.ASSIGNED
     events = [
-        _lifecycle(shown, 1, CaseState.REPORTED, transition=Transition.RECEIVED),
-        _lifecycle(foreign, 1, CaseState.REPORTED, transition=Transition.RECEIVED),
-        _lifecycle(restored, 1, CaseState.REPORTED, transition=Transition.RECEIVED),
-        _lifecycle(shown, 2, CaseState.ASSIGNED, department="chengguan"),
-        _lifecycle(foreign, 2, CaseState.ASSIGNED, department="chengguan"),
-        _lifecycle(restored, 2, CaseState.ASSIGNED, department="chengguan"),
-        _lifecycle(shown, 1, CaseState.REPORTED, transition=Transition.RECEIVED),  # stale
+        lifecycle(shown, 1, received, CaseState.REPORTED, now, department=None),
+        lifecycle(foreign, 1, received, CaseState.REPORTED, now, department=None),
+        lifecycle(restored, 1, received, CaseState.REPORTED, now, department=None),
+        lifecycle(shown, 2, assigned, CaseState.ASSIGNED, now),
+        lifecycle(foreign, 2, assigned, CaseState.ASSIGNED, now),
+        lifecycle(restored, 2, assigned, CaseState.ASSIGNED, now),
+        lifecycle(shown, 1, received, CaseState.REPORTED, now, department=None),  # stale
     ]
     deliveries = [
         Delivery(
