@@ -10,11 +10,12 @@ import logging
 import asyncpg
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError
 
-from libs.common.web import add_routes, install_error_handlers
+from libs.common.web import ApiError, add_routes, call_directly, install_error_handlers
 
 
 class _InvalidatedError(DBAPIError):
@@ -116,3 +117,69 @@ async def test_add_routes_serves_a_router_first_and_documents_it_as_include_rout
     assert found.json() == {"id": "R1"}
     assert health.json() == {"status": "ok"}
     assert missing.status_code == 404
+
+
+def _mixed_routes() -> FastAPI:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/raw", status_code=202, summary="reads its own body")
+    async def raw(request: Request) -> JSONResponse:
+        body = await request.body()
+        if not body:
+            raise ApiError(422, "invalid_request", "a body is needed", path="body")
+        return JSONResponse({"length": len(body)}, status_code=202)
+
+    @router.get("/typed/{item}")
+    async def typed(item: int) -> dict[str, int]:
+        return {"item": item}
+
+    @router.get("/plain")
+    async def plain(request: Request) -> dict[str, str]:  # a dict: FastAPI must serialise it
+        return {"path": request.url.path}
+
+    app = FastAPI()
+    install_error_handlers(app)
+    add_routes(app, router)
+    return app
+
+
+async def test_an_endpoint_taking_the_request_alone_is_called_without_fastapi_handler() -> None:
+    app = _mixed_routes()
+    handled = {route.path: route.app.__module__ for route in app.router.routes[:3]}  # type: ignore[attr-defined]
+    # only the endpoint that takes the request and returns a Response skips FastAPI's handler
+    assert handled == {
+        "/v1/raw": "starlette.routing",
+        "/v1/typed/{item}": "fastapi.routing",
+        "/v1/plain": "fastapi.routing",
+    }
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        accepted = await client.post("/v1/raw", content=b"abc")
+        refused = await client.post("/v1/raw")
+        typed = await client.get("/v1/typed/7")
+        invalid = await client.get("/v1/typed/seven")
+        plain = await client.get("/v1/plain")
+    assert (accepted.status_code, accepted.json()) == (202, {"length": 3})
+    # the app's error handlers still answer for it
+    assert refused.status_code == 422
+    assert refused.json() == {
+        "error": "invalid_request",
+        "detail": [{"reason": "a body is needed", "path": "body"}],
+    }
+    assert typed.json() == {"item": 7}
+    assert invalid.status_code == 422
+    assert plain.json() == {"path": "/v1/plain"}
+    documented = app.openapi()["paths"]["/v1/raw"]["post"]
+    assert (documented["summary"], list(documented["responses"])) == ("reads its own body", ["202"])
+
+
+def test_call_directly_leaves_a_route_with_dependencies_to_fastapi() -> None:
+    async def endpoint(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    async def needed() -> None:
+        return None
+
+    guarded = APIRoute("/guarded", endpoint, dependencies=[Depends(needed)])
+    bare = APIRoute("/bare", endpoint)
+    assert (call_directly(guarded), call_directly(bare)) == (False, True)
