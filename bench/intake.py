@@ -2,7 +2,8 @@
 trivial FastAPI endpoint measured in the same run on the same machine.
 
 Phases (each `--seconds` long): the trivial endpoint at saturation; single reports at saturation;
-single reports at a fixed 500/s (latency percentiles); offline batches of 500 items at saturation.
+the trivial endpoint again (the ratio's ceiling is the mean of the two); single reports at a fixed
+500/s (latency percentiles); offline batches of 500 items at saturation, with one instance and two.
 Each round starts with a CHECKPOINT, so no round pays for the WAL of the one before. Servers:
 DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set, else embedded ones (as `make run`). Prints a
 table and writes a JSON file.
@@ -144,21 +145,35 @@ def serving(argv: list[str], env: dict[str, str], ready_path: str, port: int) ->
         process.wait(timeout=30)
 
 
-async def trivial_phase(seconds: float, connections: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def trivial_server() -> Iterator[int]:
+    """The trivial endpoint (bench/trivial.py) serving on a port of its own, as long as needed."""
     port = free_port()
+    with serving(["-m", "bench.trivial", str(port)], dict(os.environ), "/docs", port):
+        yield port
+
+
+async def trivial_load(
+    port: int, seconds: float, connections: int, *, name: str = "trivial FastAPI endpoint"
+) -> dict[str, Any]:
+    """The trivial endpoint at saturation, driven as intake's single reports are."""
     body = json.dumps(_report_body(0), ensure_ascii=False).encode()
     headers = {"content-type": "application/json"}
-    argv = ["-m", "bench.trivial", str(port)]
-    with serving(argv, dict(os.environ), "/docs", port):
-        print(f"trivial endpoint, {seconds:.0f} s …", flush=True)
-        stats = await closed_loop(
-            "127.0.0.1",
-            port,
-            lambda _: http_request("POST", "/v1/reports", body, headers),
-            connections=connections,
-            seconds=seconds,
-        )
-    return _row("trivial FastAPI endpoint", stats, 202)
+    print(f"{name}, {seconds:.0f} s …", flush=True)
+    stats = await closed_loop(
+        "127.0.0.1",
+        port,
+        lambda _: http_request("POST", "/v1/reports", body, headers),
+        connections=connections,
+        seconds=seconds,
+    )
+    return _row(name, stats, 202)
+
+
+async def trivial_phase(seconds: float, connections: int) -> dict[str, Any]:
+    """The trivial endpoint started, measured once and stopped (bench.e2e's ceiling)."""
+    with trivial_server() as port:
+        return await trivial_load(port, seconds, connections)
 
 
 def worker_headers() -> dict[str, str]:
@@ -176,8 +191,16 @@ def worker_headers() -> dict[str, str]:
 
 
 async def intake_phases(
-    seconds: float, connections: int, *, database_url: str, bootstrap: str, tag: str
+    seconds: float,
+    connections: int,
+    *,
+    database_url: str,
+    bootstrap: str,
+    tag: str,
+    trivial_port: int | None = None,
 ) -> list[dict[str, Any]]:
+    """intake's phases; with `trivial_port`, the trivial endpoint is measured again right after
+    the single reports at saturation (its row comes second)."""
     port = free_port()
     env = {
         **os.environ,
@@ -214,6 +237,8 @@ async def intake_phases(
             "127.0.0.1", port, single, connections=connections, seconds=seconds
         )
         rows.append(_row("intake: single reports (saturation)", stats, 202))
+        if trivial_port is not None:
+            rows.append(await trivial_load(trivial_port, seconds, connections, name=AFTER))
         print(f"intake: single reports at 500/s, {seconds:.0f} s …", flush=True)
         stats = await open_loop(
             "127.0.0.1", port, single, rate=500, seconds=seconds, max_connections=256
@@ -277,24 +302,36 @@ async def _drain_row(database_url: str, schema: str, *, instances: int = 1) -> d
     }
 
 
+AFTER = "trivial FastAPI endpoint, again"
+
+
 def run(seconds: float, connections: int, rounds: int) -> dict[str, Any]:
     """`rounds` rounds of every phase; each intake phase is compared with the trivial endpoint
-    of its own round (this machine's speed drifts between minutes), and the medians reported."""
+    of its own round, and the medians reported. The trivial endpoint is measured just before and
+    just after the single reports at saturation, and the ceiling is the mean of the two: this
+    machine's speed drifts from minute to minute, and a drift during the round then weighs on
+    both sides of the ratio alike."""
     measured: list[list[dict[str, Any]]] = []
     for number in range(1, rounds + 1):
         tag = f"bench{os.getpid()}r{number}"
         print(f"round {number}/{rounds}", flush=True)
-        with servers(tag) as (database_url, bootstrap):
+        with servers(tag) as (database_url, bootstrap), trivial_server() as trivial_port:
             asyncio.run(checkpoint(database_url))
-            trivial = asyncio.run(trivial_phase(seconds, connections))
+            trivial = asyncio.run(trivial_load(trivial_port, seconds, connections))
             rows = asyncio.run(
                 intake_phases(
-                    seconds, connections, database_url=database_url, bootstrap=bootstrap, tag=tag
+                    seconds,
+                    connections,
+                    database_url=database_url,
+                    bootstrap=bootstrap,
+                    tag=tag,
+                    trivial_port=trivial_port,
                 )
             )
+        again = next(row for row in rows if row["phase"] == AFTER)
+        ceiling = (trivial["per_second"] + again["per_second"]) / 2
         for row in rows:
-            ceiling = trivial["per_second"]
-            if ceiling and row["p50_ms"] is not None:  # HTTP phases; not the relay's drains
+            if row is not again and ceiling and row["p50_ms"] is not None:  # not the drains
                 row["ratio_to_trivial"] = round(row["per_second"] / ceiling, 3)
         measured.append([trivial, *rows])
     results = []
