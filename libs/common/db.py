@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import sqlalchemy as sa
@@ -28,6 +29,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from libs.common.kafka import dependency_unavailable
+
+T = TypeVar("T")
 ALEMBIC_DIR = Path(__file__).parent / "alembic"
 MIGRATION_LOCK_ID = 0x67726964  # "grid": serialises migrations of concurrent instances
 # Alembic's `context` is one proxy per process: two upgrades in threads at once break each other
@@ -100,6 +104,38 @@ class HeldConnection:
                 await self._drop()  # closing it rolls back what the round did
                 raise
 
+    async def autocommit(self, statement: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `statement`, a single SQL statement, outside a transaction: it commits on its own,
+        in one round trip where `transaction` takes three (BEGIN, it, COMMIT).
+
+        On a held connection whose session the server ended while it sat idle (a restart),
+        the statement fails without having run; like `transaction` begins again, it is then run
+        once more on a fresh connection. It must be safe to run twice: when a connection breaks
+        during a statement, as during a COMMIT, nobody can tell whether it committed."""
+        async with self._in_use:
+            held = self._conn is not None
+            try:
+                return await statement(await self._driver())
+            except Exception as exc:
+                await self._drop()
+                if not (held and dependency_unavailable(exc)):
+                    raise
+            except BaseException:  # cancelled: the connection's state is unknown
+                await self._drop()
+                raise
+            try:
+                return await statement(await self._driver())
+            except BaseException:
+                await self._drop()
+                raise
+
+    async def _driver(self) -> asyncpg.Connection:
+        if self._conn is None:
+            self._conn = await self._engine.connect()
+        raw = await self._conn.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        return driver
+
     async def _begin(self) -> tuple[asyncpg.Connection, Transaction]:
         held = self._conn is not None
         try:
@@ -111,10 +147,7 @@ class HeldConnection:
 
     async def _start(self) -> tuple[asyncpg.Connection, Transaction]:
         try:
-            if self._conn is None:
-                self._conn = await self._engine.connect()
-            raw = await self._conn.get_raw_connection()
-            driver: asyncpg.Connection = raw.driver_connection
+            driver = await self._driver()
             transaction = driver.transaction()
             await transaction.start()
         except BaseException:

@@ -104,31 +104,44 @@ async def stage_events(
 ) -> list[Envelope]:
     """`stage_many` for events of several topics (topic, payload, key, time), in the order given
     (in the session's transaction, or straight through an asyncpg connection in a transaction)."""
-    envelopes = [
-        Envelope(
-            id=new_event_id(at),
-            source=source,
-            type=topic.event_type(payload),
-            time=at,
-            subject=key,
-            key=key,
-            data=RawJson(payload.model_dump_json()),
+    staged = StagedRows(events, source=source)
+    if staged.envelopes:
+        await staged.insert(await driver_of(session))
+    return staged.envelopes
+
+
+class StagedRows:
+    """Events made into outbox rows once (their envelopes, with their event ids), to be inserted
+    in one statement: inserted twice, the second insert fails on the event ids instead of
+    staging the events again."""
+
+    def __init__(
+        self, events: Sequence[tuple[Topic, Contract, str, datetime]], *, source: str
+    ) -> None:
+        self.source = source
+        self.envelopes = [
+            Envelope(
+                id=new_event_id(at),
+                source=source,
+                type=topic.event_type(payload),
+                time=at,
+                subject=key,
+                key=key,
+                data=RawJson(payload.model_dump_json()),
+            )
+            for topic, payload, key, at in events
+        ]
+        self._columns = (
+            [topic.name for topic, _, _, _ in events],
+            [e.key for e in self.envelopes],
+            [e.id for e in self.envelopes],
+            [e.type for e in self.envelopes],
+            [e.time for e in self.envelopes],
+            [e.data.text for e in self.envelopes],
         )
-        for topic, payload, key, at in events
-    ]
-    if not envelopes:
-        return envelopes
-    columns = (
-        [topic.name for topic, _, _, _ in events],
-        [e.key for e in envelopes],
-        [e.id for e in envelopes],
-        [e.type for e in envelopes],
-        [e.time for e in envelopes],
-        [e.data.text for e in envelopes],
-    )
-    driver = await driver_of(session)
-    await driver.execute(_STAGE_MANY_SQL, source, *columns)
-    return envelopes
+
+    async def insert(self, driver: asyncpg.Connection) -> None:
+        await driver.execute(_STAGE_MANY_SQL, self.source, *self._columns)
 
 
 class OutboxMetrics:
@@ -159,6 +172,7 @@ class OutboxRelay:
         metrics: OutboxMetrics,
         batch_size: int = 500,
         poll_interval: float = 0.5,
+        linger: float = 0.0,
     ) -> None:
         # the relay keeps a connection: no pool round trip per round, statements through asyncpg
         self._connection = HeldConnection(engine)
@@ -168,6 +182,7 @@ class OutboxRelay:
         self._metrics = metrics
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._linger = linger
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -183,9 +198,17 @@ class OutboxRelay:
         # the gauges on their own beat and connection: a drain waiting for a broker that does not
         # answer (paused, partitioned) must not keep them at their last value
         measuring = asyncio.create_task(self._measure_every(1.0), name="outbox-gauges")
+        loop = asyncio.get_running_loop()
+        started = loop.time() - self._linger
         try:
             while not self._stopping.is_set():
-                # cleared before the drain: a commit during it wakes the next one at once
+                # drains start at least `linger` apart: under load, one drain publishes what
+                # several commits staged, instead of one drain (five round trips to PostgreSQL
+                # and one to the broker) per commit; a lone commit is published at once
+                if (wait := started + self._linger - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                started = loop.time()
+                # cleared before the drain: a commit during it (or the linger) wakes the next
                 self._wake.clear()
                 try:
                     published = await self.drain_once()

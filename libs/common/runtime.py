@@ -111,6 +111,7 @@ class Runtime:
             publisher=self.publisher,
             clock=self.clock,
             metrics=self.outbox_metrics,
+            linger=self.settings.outbox_linger_ms / 1000,
         )
         self.spawn(self.relay.run(), stop=self.relay.stop, name="outbox-relay")
         # what start-up loaded (reference data, polygons) lives as long as the process: keep

@@ -74,6 +74,12 @@ class ServiceSettings(BaseSettings):
         ge=1000,
         description="how long a produce request waits for the broker before it is retried",
     )
+    outbox_linger_ms: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="least time between the starts of two drains of the outbox relay",
+    )
     kafka_partitions: int = Field(
         default=4, ge=1, description="partitions of topics created at start"
     )

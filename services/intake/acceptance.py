@@ -6,7 +6,8 @@ claims (`ON CONFLICT DO NOTHING`), stages the events of the submissions whose cl
 commits once; then each caller learns whether it was accepted or is a replay of an earlier
 request. One commit per batch instead of one per request is what lets a single PostgreSQL keep up
 with thousands of reports a second without giving up durability: nobody is answered before the
-commit that holds their report.
+commit that holds their report. A batch without any claim is a single INSERT that commits on its
+own: one round trip instead of three, and at moderate load most batches hold one or two reports.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from prometheus_client import Histogram
 
 from libs.common.contract import Contract
 from libs.common.db import HeldConnection
-from libs.common.outbox import stage_events
+from libs.common.outbox import StagedRows, stage_events
 from libs.common.runtime import Runtime
 from libs.common.topics import Topic
 
@@ -162,6 +163,16 @@ class Acceptor:
         self, connection: HeldConnection, batch: list[_Submission]
     ) -> list[Replay | None]:
         now = self._runtime.clock.now()
+        if all(submission.claim is None for submission in batch):
+            # no idempotency key to claim: the batch is one INSERT, which commits on its own.
+            # Run twice (a stale connection), it inserts the same event ids, which the outbox
+            # keeps once: no report is ever staged twice
+            rows = StagedRows(
+                [(s.topic, s.payload, s.key, now) for sub in batch for s in sub.events],
+                source=self._runtime.source,
+            )
+            await connection.autocommit(rows.insert)
+            return [None] * len(batch)
         async with connection.transaction() as conn:
             fresh = await self._claim(conn, batch, now)
             staged = [

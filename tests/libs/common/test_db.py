@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
@@ -285,6 +286,48 @@ async def test_a_held_connection_whose_server_session_ended_is_replaced_before_t
                 raise RuntimeError("the round failed")
         async with held.transaction() as conn:
             assert await conn.fetch("SELECT n FROM marks ORDER BY n") == [(1,), (2,)]
+    finally:
+        await held.close()
+        await engine.dispose()
+
+
+async def test_a_statement_outside_a_transaction_survives_a_stale_connection_once(
+    isolation: Isolation, admin: AsyncEngine
+) -> None:
+    """`autocommit` runs one statement in one round trip. Its session ended by the server while
+    idle, the statement runs again on a fresh connection, as `transaction` begins again; any
+    other failure is the caller's, not retried."""
+    schema = isolation.schema("autocommit")
+    async with admin.begin() as conn:
+        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        await conn.execute(sa.text(f'CREATE TABLE "{schema}".marks (n int PRIMARY KEY)'))
+    engine = create_engine(isolation.database_url, schema=schema, pool_size=1)
+    held = HeldConnection(engine)
+    runs: list[int] = []
+
+    def mark(n: int) -> Callable[[asyncpg.Connection], Awaitable[str]]:
+        async def statement(conn: asyncpg.Connection) -> str:
+            runs.append(n)
+            status: str = await conn.execute("INSERT INTO marks VALUES ($1)", n)
+            return status
+
+        return statement
+
+    try:
+        assert await held.autocommit(mark(1)) == "INSERT 0 1"
+        first_pid = await held.autocommit(lambda conn: conn.fetchval("SELECT pg_backend_pid()"))
+        async with admin.connect() as conn:
+            ended = await conn.scalar(sa.text(f"SELECT pg_terminate_backend({first_pid}, 5000)"))
+        assert ended is True
+
+        assert await held.autocommit(mark(2)) == "INSERT 0 1"  # on a fresh connection
+        assert runs == [1, 2, 2]  # the stale one failed before it ran: run once more
+        with pytest.raises(asyncpg.UniqueViolationError):  # refused: not run again
+            await held.autocommit(mark(2))
+        assert runs == [1, 2, 2, 2]
+        async with held.transaction() as conn:  # each committed on its own, once
+            assert await conn.fetch("SELECT n FROM marks ORDER BY n") == [(1,), (2,)]
+            assert await conn.fetchval("SELECT pg_backend_pid()") != first_pid
     finally:
         await held.close()
         await engine.dispose()

@@ -144,6 +144,8 @@ async def test_with_the_database_away_intake_answers_503_and_a_retry_after_is_ac
         refused = await client.post("/v1/reports", json=report, headers=auth() | key)
         assert refused.status_code == 503, refused.text
         assert refused.headers["Retry-After"] == "5"
+        keyless = await client.post("/v1/reports", json=make_report(), headers=auth())
+        assert keyless.status_code == 503, keyless.text  # the one-statement commit: refused too
         assert refused.json() == {
             "error": "unavailable",
             "detail": [{"reason": "the service cannot reach its database or broker; retry later"}],
@@ -169,9 +171,20 @@ async def test_with_the_database_away_intake_answers_503_and_a_retry_after_is_ac
         again = await client.post("/v1/reports", json=report, headers=auth() | key)
         assert again.status_code == 202, again.text
         assert again.json()["case_id"] == accepted[0]  # the first answer, not a second case
+        # reports without a key, on both committers' connections (one may not have been used
+        # since the restart): each accepted at once
+        after = [
+            await client.post("/v1/reports", json=make_report(), headers=auth()) for _ in range(4)
+        ]
+        assert [response.status_code for response in after] == [202] * 4
         rows = await outbox_rows(app)
-    submitted = [row for row in rows if row.topic.endswith(CASES_SUBMITTED.name)]
-    assert len(submitted) == 2  # the first report and the retried one, once: nothing of the 503s
+    submitted = [row.key for row in rows if row.topic.endswith(CASES_SUBMITTED.name)]
+    # the first report, the retried one once, the four after: nothing of the 503s
+    assert submitted == [
+        first.json()["case_id"],
+        accepted[0],
+        *(response.json()["case_id"] for response in after),
+    ]
 
 
 async def test_a_stopping_acceptor_commits_what_waits_and_refuses_what_comes_after(
