@@ -203,7 +203,7 @@ class OutboxRelay:
         try:
             while not self._stopping.is_set():
                 # drains start at least `linger` apart: under load, one drain publishes what
-                # several commits staged, instead of one drain (five round trips to PostgreSQL
+                # several commits staged, instead of one drain (four round trips to PostgreSQL
                 # and one to the broker) per commit; a lone commit is published at once
                 if (wait := started + self._linger - loop.time()) > 0:
                     await asyncio.sleep(wait)
