@@ -171,8 +171,8 @@ async def test_with_the_database_away_intake_answers_503_and_a_retry_after_is_ac
         again = await client.post("/v1/reports", json=report, headers=auth() | key)
         assert again.status_code == 202, again.text
         assert again.json()["case_id"] == accepted[0]  # the first answer, not a second case
-        # reports without a key, on both committers' connections (one may not have been used
-        # since the restart): each accepted at once
+        # reports without a key: each accepted at once, whichever committer takes it (one
+        # committer's connection may not have been used since the restart)
         after = [
             await client.post("/v1/reports", json=make_report(), headers=auth()) for _ in range(4)
         ]
