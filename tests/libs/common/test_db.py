@@ -5,6 +5,7 @@ ledger claims an event once; readiness tells a reachable server from an unreacha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -262,20 +263,11 @@ async def test_a_held_connection_whose_server_session_ended_is_replaced_before_t
     """A server stopping or restarting ends every idle session: the next round of a hot loop
     must not fail for the stale connection (intake answered 500 for the first round on each of
     its committers' connections when PostgreSQL stopped: asyncpg's InternalClientError)."""
-    schema = isolation.schema("held")
-    async with admin.begin() as conn:
-        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        await conn.execute(sa.text(f'CREATE TABLE "{schema}".marks (n int)'))
-    engine = create_engine(isolation.database_url, schema=schema, pool_size=1)
-    held = HeldConnection(engine)
-    try:
+    async with _held_marks(isolation, admin, "held", "n int") as held:
         async with held.transaction() as conn:
             first_pid = await conn.fetchval("SELECT pg_backend_pid()")
             await conn.execute("INSERT INTO marks VALUES (1)")
-        async with admin.connect() as conn:
-            # waits (5 s at most) until the session is gone
-            ended = await conn.scalar(sa.text(f"SELECT pg_terminate_backend({first_pid}, 5000)"))
-        assert ended is True
+        assert await _end_session(admin, first_pid) is True
 
         async with held.transaction() as conn:  # the dead session is replaced, silently
             assert await conn.fetchval("SELECT pg_backend_pid()") != first_pid
@@ -286,9 +278,6 @@ async def test_a_held_connection_whose_server_session_ended_is_replaced_before_t
                 raise RuntimeError("the round failed")
         async with held.transaction() as conn:
             assert await conn.fetch("SELECT n FROM marks ORDER BY n") == [(1,), (2,)]
-    finally:
-        await held.close()
-        await engine.dispose()
 
 
 async def test_a_statement_outside_a_transaction_survives_a_stale_connection_once(
@@ -297,12 +286,6 @@ async def test_a_statement_outside_a_transaction_survives_a_stale_connection_onc
     """`autocommit` runs one statement in one round trip. Its session ended by the server while
     idle, the statement runs again on a fresh connection, as `transaction` begins again; any
     other failure is the caller's, not retried."""
-    schema = isolation.schema("autocommit")
-    async with admin.begin() as conn:
-        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        await conn.execute(sa.text(f'CREATE TABLE "{schema}".marks (n int PRIMARY KEY)'))
-    engine = create_engine(isolation.database_url, schema=schema, pool_size=1)
-    held = HeldConnection(engine)
     runs: list[int] = []
 
     def mark(n: int) -> Callable[[asyncpg.Connection], Awaitable[str]]:
@@ -313,12 +296,10 @@ async def test_a_statement_outside_a_transaction_survives_a_stale_connection_onc
 
         return statement
 
-    try:
+    async with _held_marks(isolation, admin, "autocommit", "n int PRIMARY KEY") as held:
         assert await held.autocommit(mark(1)) == "INSERT 0 1"
         first_pid = await held.autocommit(lambda conn: conn.fetchval("SELECT pg_backend_pid()"))
-        async with admin.connect() as conn:
-            ended = await conn.scalar(sa.text(f"SELECT pg_terminate_backend({first_pid}, 5000)"))
-        assert ended is True
+        assert await _end_session(admin, first_pid) is True
 
         assert await held.autocommit(mark(2)) == "INSERT 0 1"  # on a fresh connection
         assert runs == [1, 2, 2]  # the stale one failed before it ran: run once more
@@ -328,6 +309,28 @@ async def test_a_statement_outside_a_transaction_survives_a_stale_connection_onc
         async with held.transaction() as conn:  # each committed on its own, once
             assert await conn.fetch("SELECT n FROM marks ORDER BY n") == [(1,), (2,)]
             assert await conn.fetchval("SELECT pg_backend_pid()") != first_pid
+
+
+@contextlib.asynccontextmanager
+async def _held_marks(
+    isolation: Isolation, admin: AsyncEngine, name: str, column: str
+) -> AsyncIterator[HeldConnection]:
+    """A held connection on a schema of its own with one table, `marks` (`column`)."""
+    schema = isolation.schema(name)
+    async with admin.begin() as conn:
+        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        await conn.execute(sa.text(f'CREATE TABLE "{schema}".marks ({column})'))
+    engine = create_engine(isolation.database_url, schema=schema, pool_size=1)
+    held = HeldConnection(engine)
+    try:
+        yield held
     finally:
         await held.close()
         await engine.dispose()
+
+
+async def _end_session(admin: AsyncEngine, pid: int) -> bool:
+    """End a server session as a restart would; waits (5 s at most) until it is gone."""
+    async with admin.connect() as conn:
+        ended: bool = await conn.scalar(sa.text(f"SELECT pg_terminate_backend({pid}, 5000)"))
+    return ended
