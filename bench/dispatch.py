@@ -300,6 +300,12 @@ async def dispatch_process(
             raise PhaseError(f"dispatch exited with {process.returncode}: see .run/bench-*.log")
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent since boot, every process and core together."""
+    busy = psutil.cpu_times()
+    return float(busy.user + busy.nice + busy.system + busy.irq + busy.softirq)
+
+
 class CpuMeter:
     """CPU used per process (and by all PostgreSQL processes) between start() and stop()."""
 
@@ -319,11 +325,8 @@ class CpuMeter:
             if process.info["name"] in ("postgres", "postmaster") and process.info["cpu_times"]:
                 postgres += process.info["cpu_times"].user + process.info["cpu_times"].system
         sample["postgres (all)"] = postgres
-        busy = psutil.cpu_times()
         # everything on the machine, ours and other users' (a shared VM): up to 100 per core
-        sample["machine (all processes)"] = (
-            busy.user + busy.nice + busy.system + busy.irq + busy.softirq
-        )
+        sample["machine (all processes)"] = machine_busy()
         return sample
 
     def start(self) -> None:

@@ -60,6 +60,7 @@ from bench.dispatch import (
     consume_phase,
     department_secret,
     dispatch_environment,
+    machine_busy,
     print_profile,
     raw_phase,
     receiver_config,
@@ -75,7 +76,8 @@ from bench.intake import (
     _spawn,
     _wait_ready,
     checkpoint,
-    trivial_phase,
+    trivial_load,
+    trivial_server,
     worker_headers,
 )
 from bench.loadgen import Stats, closed_loop, http_request, open_loop
@@ -249,6 +251,65 @@ async def drain(deliveries: Deliveries, phase: int, expected: int) -> float:
     return time.perf_counter() - started
 
 
+# --- CPU per operation ----------------------------------------------------------------------------
+
+
+class MachineCpu:
+    """The CPU the whole machine spends from this object's making on (every process: the
+    services, PostgreSQL, the broker, the receiver, the load generator, what else runs), per
+    operation done meanwhile: what one request, record or case costs in all."""
+
+    def __init__(self) -> None:
+        self._before = machine_busy()
+
+    def ms_per(self, operations: int) -> float | None:
+        spent = machine_busy() - self._before
+        return round(1000 * spent / operations, 3) if operations > 0 else None
+
+
+# A case's path through the ceilings' operations: its report POSTed to an HTTP endpoint, its
+# signed webhook POSTed to the receiver, and three records each produced once and consumed once
+# (cases.submitted, consumed by dispatch; `received` and `assigned` on cases.lifecycle, consumed
+# by intake's status consumer). No database work and none of the platform's own.
+CASE_PATH = (
+    ("ceiling: trivial FastAPI endpoint (requests/s)", 1),
+    ("ceiling: raw aiohttp POSTs to the receiver (/s)", 1),
+    ("ceiling: raw broker consume+produce (records/s)", 3),
+)
+STAGES = (
+    "intake alone: reports accepted (saturation)",
+    "dispatch alone: consumed, stored, received published (cases/s)",
+    "dispatch alone: webhooks delivered (/s)",
+)
+SATURATION = "e2e saturation: delivered/s (sustained)"
+
+
+def cpu_budget(results: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
+    """CPU per case from the rows' `cpu_ms` (their medians), summed three ways, each with the
+    rate this machine's cores could carry at that cost: the ceilings on a case's path (a floor
+    for any design with these parts), the stages measured alone, and the whole stack at
+    saturation (its load and the drain after it)."""
+    by_phase = {row["phase"]: row for row in results}
+    budget = []
+    for name, parts in (
+        ("ceilings on a case's path: 1 request, 1 webhook, 3 records", CASE_PATH),
+        ("stages alone: intake, dispatch consuming, dispatch delivering", [(s, 1) for s in STAGES]),
+        ("end to end at saturation, load and drain", [(SATURATION, 1)]),
+    ):
+        costs = [(by_phase.get(phase, {}).get("cpu_ms"), times) for phase, times in parts]
+        if any(ms is None for ms, _ in costs):
+            continue
+        ms = sum(float(ms) * times for ms, times in costs if ms is not None)
+        budget.append(
+            {
+                "measure": name,
+                "cpu_ms_per_case": round(ms, 3),
+                "cases_per_second_at_most": round(cores * 1000 / ms) if ms > 0 else None,
+            }
+        )
+    return budget
+
+
 # --- ceilings -------------------------------------------------------------------------------------
 
 
@@ -274,19 +335,28 @@ async def broker_ceilings(
     )
     await producer.start()
     try:
+        cpu = MachineCpu()
         started = time.perf_counter()
         for start in range(0, len(envelopes), 2000):
             chunk = envelopes[start : start + 2000]
             await asyncio.gather(*[await _send_raw(producer, raw_in, e) for e in chunk])
         produced = time.perf_counter() - started
+        produce_ms = cpu.ms_per(RAW_RECORDS)
     finally:
         await producer.stop()
+    cpu = MachineCpu()  # from the consumer's start: its group join is part of the cost
     consumed = await raw_phase(
         bootstrap=bootstrap, source=raw_in, sink=raw_out, group=f"{tag}-raw", count=RAW_RECORDS
     )
     return [
-        _rate_row("ceiling: raw broker produce (records/s)", RAW_RECORDS / produced),
-        _rate_row("ceiling: raw broker consume+produce (records/s)", consumed["per_second"]),
+        _rate_row(
+            "ceiling: raw broker produce (records/s)", RAW_RECORDS / produced, cpu_ms=produce_ms
+        ),
+        _rate_row(
+            "ceiling: raw broker consume+produce (records/s)",
+            consumed["per_second"],
+            cpu_ms=cpu.ms_per(RAW_RECORDS),
+        ),
     ]
 
 
@@ -305,7 +375,8 @@ async def http_ceilings(receiver: str, seconds: float, concurrency: int) -> list
         signed = signed_headers(secret=secret, msg_id=msg_id, now=datetime.now(UTC), body=body)
         return {**signed, "content-type": "application/json"}
 
-    async def run(post: Callable[[], Any]) -> float:
+    async def run(post: Callable[[], Any]) -> tuple[float, float | None]:
+        """Requests per second, and CPU ms per request."""
         done = 0
         deadline = time.perf_counter() + seconds
 
@@ -315,9 +386,10 @@ async def http_ceilings(receiver: str, seconds: float, concurrency: int) -> list
                 await post()
                 done += 1
 
+        cpu = MachineCpu()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return done / (time.perf_counter() - started)
+        return done / (time.perf_counter() - started), cpu.ms_per(done)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
@@ -326,7 +398,7 @@ async def http_ceilings(receiver: str, seconds: float, concurrency: int) -> list
             (await client.post(url, content=body, headers=headers())).raise_for_status()
 
         print(f"  ceiling: raw httpx POSTs to the receiver, {seconds:.0f} s …", flush=True)
-        httpx_rate = await run(with_httpx)
+        httpx_rate, httpx_ms = await run(with_httpx)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -336,10 +408,12 @@ async def http_ceilings(receiver: str, seconds: float, concurrency: int) -> list
                 response.raise_for_status()
 
         print(f"  ceiling: raw aiohttp POSTs to the receiver, {seconds:.0f} s …", flush=True)
-        aiohttp_rate = await run(with_aiohttp)
+        aiohttp_rate, aiohttp_ms = await run(with_aiohttp)
     return [
-        _rate_row("ceiling: raw httpx POSTs to the receiver (/s)", httpx_rate),
-        _rate_row("ceiling: raw aiohttp POSTs to the receiver (/s)", aiohttp_rate),
+        _rate_row("ceiling: raw httpx POSTs to the receiver (/s)", httpx_rate, cpu_ms=httpx_ms),
+        _rate_row(
+            "ceiling: raw aiohttp POSTs to the receiver (/s)", aiohttp_rate, cpu_ms=aiohttp_ms
+        ),
     ]
 
 
@@ -462,7 +536,10 @@ async def measure(run: Round, workdir: Path) -> dict[str, Any]:
     found, tag = run.found, run.tag
     rows: list[dict[str, Any]] = []
     print("  ceiling: trivial FastAPI endpoint …", flush=True)
-    trivial = await trivial_phase(run.seconds, run.connections)
+    with trivial_server() as trivial_port:
+        cpu = MachineCpu()
+        trivial = await trivial_load(trivial_port, run.seconds, run.connections)
+        trivial["cpu_ms"] = cpu.ms_per(trivial["requests"])
     rows.append({**trivial, "phase": "ceiling: trivial FastAPI endpoint (requests/s)"})
     receiver_port, intake_port, dispatch_port = free_port(), free_port(), free_port()
     receiver = f"http://127.0.0.1:{receiver_port}"
@@ -534,11 +611,13 @@ async def intake_alone(
     await deliveries.control("hold")
     print(f"  intake alone: reports at saturation, {run.stage_seconds:.0f} s …", flush=True)
     run.mark("intake alone")
+    cpu = MachineCpu()  # accepting, and publishing what was accepted
     stats = await closed_loop(
         "127.0.0.1", intake_port, reports, connections=run.connections, seconds=run.stage_seconds
     )
     accepted = stats.ok(202)
     relay = await _drain_row(run.found.database_url, f"{run.tag}_intake")
+    cpu_ms = cpu.ms_per(accepted)
     return [
         {
             "phase": "intake alone: reports accepted (saturation)",
@@ -549,6 +628,7 @@ async def intake_alone(
             # the relay's backlog when the load stopped (0: it kept up), and its drain rate
             "relay_left": relay["requests"],
             "relay_drain_per_second": relay["per_second"],
+            "cpu_ms": cpu_ms,
         }
     ]
 
@@ -564,15 +644,19 @@ async def dispatch_alone(
         print(f"  dispatch alone: consuming {accepted:,} cases (deliveries held) …", flush=True)
         await _wait_until("dispatch started", observed.stored, 1, interval=0.05)
         run.mark("dispatch consumes")
+        cpu = MachineCpu()
         consumed = await consume_phase(observed, accepted)
+        consuming_ms = cpu.ms_per(accepted)
         print("  dispatch alone: deliveries released …", flush=True)
         run.mark("dispatch delivers")
         released = time.time()
+        cpu = MachineCpu()
         async with progress("webhooks", deliveries, STAGE_PHASE, None):
             await deliveries.control("release")
             await _wait_until(
                 "deliveries delivered", lambda: observed.with_status("delivered"), accepted
             )
+        delivering_ms = cpu.ms_per(accepted)
         last = await observed.value(sa.select(sa.func.max(observed.deliveries.c.delivered_at)))
     finally:
         await engine.dispose()
@@ -581,10 +665,12 @@ async def dispatch_alone(
             "dispatch alone: consumed, stored, received published (cases/s)",
             consumed["per_second"],
             stored_per_second=consumed["stored_per_second"],
+            cpu_ms=consuming_ms,
         ),
         _rate_row(
             "dispatch alone: webhooks delivered (/s)",
             accepted / max(1e-9, last.timestamp() - released),
+            cpu_ms=delivering_ms,
         ),
     ]
 
@@ -604,6 +690,7 @@ async def end_to_end(
         run.mark(label)
         async with progress(label, deliveries, phase, reports):
             meter.start()
+            spent = MachineCpu()  # the load and the drain after it, per case delivered
             stats = await open_loop(
                 "127.0.0.1",
                 intake_port,
@@ -615,6 +702,7 @@ async def end_to_end(
             ended = time.perf_counter()
             cpu = meter.stop()
             drained = await drain(deliveries, phase, stats.ok(202))
+            cpu_ms = spent.ms_per(deliveries.per_phase[phase])
         # latency from each request's due moment (no coordinated omission), as the loadgen's own
         due = {reports.base + i: stats.started + i / rate for i in range(int(rate * run.seconds))}
         sent_at = {n: due[n] for n in reports.sent}
@@ -630,6 +718,7 @@ async def end_to_end(
             | {
                 "offered_per_second": rate,
                 "cpu_percent": cpu,
+                "cpu_ms": cpu_ms,
                 "stages_ms": await breakdown(run.found.database_url, run.tag, since),
             }
         )
@@ -642,12 +731,14 @@ async def end_to_end(
     run.mark(label)
     async with progress(label, deliveries, phase, reports):
         meter.start()
+        spent = MachineCpu()
         stats = await closed_loop(
             "127.0.0.1", intake_port, reports, connections=run.connections, seconds=run.seconds
         )
         ended = time.perf_counter()
         cpu = meter.stop()
         drained = await drain(deliveries, phase, stats.ok(202))
+        cpu_ms = spent.ms_per(deliveries.per_phase[phase])
     row = e2e_row(
         f"{label}: delivered/s (sustained)",
         stats=stats,
@@ -657,7 +748,7 @@ async def end_to_end(
         drained_in=drained,
     )
     stages = await breakdown(run.found.database_url, run.tag, since)
-    rows.append(row | {"cpu_percent": cpu, "stages_ms": stages})
+    rows.append(row | {"cpu_percent": cpu, "cpu_ms": cpu_ms, "stages_ms": stages})
     return rows
 
 
@@ -692,11 +783,11 @@ def summarise(measured: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         summary: dict[str, Any] = {"phase": phase[0]["phase"]}
         if "ceiling" in phase[0]:
             summary["ceiling"] = phase[0]["ceiling"]
-        for name in ("per_second", "p50_ms", "p95_ms", "p99_ms", "ratio_to_ceiling"):
+        for name in ("per_second", "p50_ms", "p95_ms", "p99_ms", "ratio_to_ceiling", "cpu_ms"):
             values = [row[name] for row in phase if row.get(name) is not None]
             if values:
                 summary[name] = round(
-                    statistics.median(values), 3 if name.startswith("ratio") else 1
+                    statistics.median(values), 3 if name in ("ratio_to_ceiling", "cpu_ms") else 1
                 )
                 summary[f"{name}_range"] = [min(values), max(values)]
             elif any(name in row for row in phase):
@@ -776,7 +867,8 @@ def run_bench(
         "rates": rates,
         "connections": connections,
         "total_seconds": round(time.perf_counter() - started, 1),
-        "results": summarise(measured),
+        "results": (results := summarise(measured)),
+        "cpu_budget": cpu_budget(results, about["nproc"] or 1),
         "rounds_measured": measured,
         "rounds_details": details,
     }
@@ -789,7 +881,10 @@ def print_table(report: dict[str, Any]) -> None:
         f" {about['database']}, {about['broker']}; medians of {report['rounds']} round(s)"
         f" of {report['seconds_per_phase']:.0f} s per phase, in {report['total_seconds']:.0f} s"
     )
-    print(f"{'phase':<64}{'per s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ratio':>8}  target")
+    print(
+        f"{'phase':<64}{'per s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ratio':>8}"
+        f"{'CPU ms':>8}  target"
+    )
     for row in report["results"]:
         cells = [
             ""
@@ -798,13 +893,23 @@ def print_table(report: dict[str, Any]) -> None:
             for name in ("p50_ms", "p95_ms", "p99_ms")
         ]
         ratio = row.get("ratio_to_ceiling", "")
+        cpu_ms = "" if row.get("cpu_ms") is None else row["cpu_ms"]
         met = ""
         if "target" in row:
             met = f"{row['target']}: {'met' if row['met'] else 'NOT met'}"
         extra = f" ({row['undelivered']} undelivered)" if row.get("undelivered") else ""
         print(
             f"{row['phase']:<64}{row['per_second']:>10,}{cells[0]:>9}{cells[1]:>9}{cells[2]:>9}"
-            f"{ratio:>8}  {met}{extra}"
+            f"{ratio:>8}{cpu_ms:>8}  {met}{extra}"
+        )
+    print(
+        "CPU ms: what the whole machine (every process) spent per request, record or case."
+        f" Per case, at {about['nproc']} cores:"
+    )
+    for line in report["cpu_budget"]:
+        print(
+            f"  {line['measure']:<66}{line['cpu_ms_per_case']:>7.3f} ms"
+            f"  → at most {line['cases_per_second_at_most']:,} cases/s"
         )
 
 

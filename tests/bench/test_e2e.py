@@ -12,13 +12,18 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from bench.dispatch import department_secret
+from bench.dispatch import department_secret, machine_busy
 from bench.e2e import (
+    CASE_PATH,
     PHASE_STRIDE,
     REPORT_CATEGORIES,
+    SATURATION,
+    STAGES,
     Deliveries,
+    MachineCpu,
     Reports,
     add_ratios,
+    cpu_budget,
     e2e_row,
     summarise,
 )
@@ -158,3 +163,42 @@ def test_rows_ratios_and_medians() -> None:
     assert summary[1]["per_second"] == 500.0
     assert summary[1]["undelivered"] == 6
     assert (summary[1]["target"], summary[1]["met"]) == ("≥ 2,000/s", False)
+
+
+def test_cpu_per_case_is_summed_along_a_cases_path() -> None:
+    rows = [
+        {"phase": "ceiling: trivial FastAPI endpoint (requests/s)", "cpu_ms": 0.4},
+        {"phase": "ceiling: raw aiohttp POSTs to the receiver (/s)", "cpu_ms": 0.2},
+        {"phase": "ceiling: raw broker consume+produce (records/s)", "cpu_ms": 0.1},
+        {"phase": "ceiling: raw broker produce (records/s)", "cpu_ms": 9.0},  # not on the path
+        {"phase": STAGES[0], "cpu_ms": 0.5},
+        {"phase": STAGES[1], "cpu_ms": 0.25},
+        {"phase": STAGES[2], "cpu_ms": 0.75},
+        {"phase": SATURATION, "cpu_ms": 2.5},
+    ]
+    assert [times for _, times in CASE_PATH] == [1, 1, 3]
+    budget = {line["measure"].split(":")[0]: line for line in cpu_budget(rows, cores=2)}
+    assert budget["ceilings on a case's path"]["cpu_ms_per_case"] == pytest.approx(0.9)
+    assert budget["ceilings on a case's path"]["cases_per_second_at_most"] == 2222
+    assert budget["stages alone"]["cpu_ms_per_case"] == pytest.approx(1.5)
+    assert budget["stages alone"]["cases_per_second_at_most"] == 1333
+    assert budget["end to end at saturation, load and drain"]["cases_per_second_at_most"] == 800
+    # a measure with a part missing (a phase not run, or no operation done) is left out
+    partial = cpu_budget(
+        [{**row, "cpu_ms": None} if row["phase"] == STAGES[1] else row for row in rows], cores=2
+    )
+    assert [line["measure"].split(":")[0] for line in partial] == [
+        "ceilings on a case's path",
+        "end to end at saturation, load and drain",
+    ]
+
+
+def test_machine_cpu_per_operation() -> None:
+    cpu = MachineCpu()
+    assert cpu.ms_per(0) is None
+    before = machine_busy()
+    while machine_busy() - before < 0.05:  # work until the machine has counted 50 ms of CPU
+        sum(range(10_000))
+    per_operation = cpu.ms_per(10)
+    assert per_operation is not None
+    assert per_operation >= 5.0  # at least 50 ms over 10 operations
