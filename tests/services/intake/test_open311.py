@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from georeport import GeoReport
 
 from libs.common.events import (
+    CaseLifecycleEvent,
     CaseState,
     CaseSubmitted,
     Transition,
@@ -476,6 +477,20 @@ async def test_stale_and_foreign_lifecycle_events_change_nothing(open311: Open31
     assert rows == [case_id]
 
 
+def _deliveries(events: list[CaseLifecycleEvent]) -> list[Delivery]:
+    """The events as the consumer loop hands a fetched batch to its handler."""
+    return [
+        Delivery(
+            build_envelope(CASES_LIFECYCLE, e, source="tests", key=e.case_id, now=e.at),
+            e,
+            CASES_LIFECYCLE.name,
+            0,
+            offset,
+        )
+        for offset, e in enumerate(events)
+    ]
+
+
 async def test_a_fetched_batch_changes_the_read_model_as_its_events_one_by_one_would(
     open311: Open311Stack, isolation: Isolation
 ) -> None:
@@ -494,16 +509,7 @@ async def test_a_fetched_batch_changes_the_read_model_as_its_events_one_by_one_w
         lifecycle(restored, 2, assigned, CaseState.ASSIGNED, now),
         lifecycle(shown, 1, received, CaseState.REPORTED, now, department=None),  # stale
     ]
-    deliveries = [
-        Delivery(
-            build_envelope(CASES_LIFECYCLE, e, source="tests", key=e.case_id, now=e.at),
-            e,
-            CASES_LIFECYCLE.name,
-            0,
-            offset,
-        )
-        for offset, e in enumerate(events)
-    ]
+    deliveries = _deliveries(events)
     handler = RequestStatuses(runtime=runtime, consumer=f"{isolation.token}-batch")
     await handler.handle_batch(deliveries)
     await handler.handle_batch(deliveries)  # fetched again after a rebalance: nothing changes
@@ -517,6 +523,36 @@ async def test_a_fetched_batch_changes_the_read_model_as_its_events_one_by_one_w
     async with runtime.sessions() as session:
         rows = await session.execute(sa.select(_REQUEST.case_id, _REQUEST.version))
         assert sorted(tuple(row) for row in rows) == sorted([(shown, 2), (restored, 2)])
+
+
+async def test_a_batch_without_open311_requests_ends_at_its_one_lookup(
+    open311: Open311Stack, isolation: Isolation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = open311.app.state.intake.runtime
+    shown = await open311.submit()
+    now = datetime.now(UTC)
+    foreign = [new_case_id(now) for _ in range(3)]  # cases that did not come through Open311
+    events = [
+        lifecycle(case_id, 1, Transition.RECEIVED, CaseState.REPORTED, now, department=None)
+        for case_id in foreign
+    ]
+
+    opened: list[str] = []
+    sessions = runtime.sessions
+
+    def counted() -> Any:
+        opened.append("session")
+        return sessions()
+
+    monkeypatch.setattr(runtime, "sessions", counted)
+    handler = RequestStatuses(runtime=runtime, consumer=f"{isolation.token}-foreign")
+    await handler.handle_batch(_deliveries(events))
+    assert opened == []  # no session, no transaction: nothing of the batch is intake's
+    ours = lifecycle(shown, 2, Transition.ASSIGNED, CaseState.ASSIGNED, now)
+    await handler.handle_batch(_deliveries([*events, ours]))
+    assert opened == ["session"]  # one Open311 request among them: its status is applied
+    [request] = (await open311.read(shown)).json()
+    assert request["status_notes"] == "已派发至城管"
 
 
 @pytest.mark.parametrize(
