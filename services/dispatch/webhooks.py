@@ -12,6 +12,7 @@ lease until its answer is recorded, so it still counts against its department's 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -358,6 +359,9 @@ class Deliverer:
         self._answered: list[tuple[Leased, Attempt]] = []  # attempts not yet recorded
         self._recording_now: list[tuple[Leased, Attempt]] = []  # the recorder's current round
         self._to_record = asyncio.Event()
+        # whether the last lease round left due deliveries waiting for a free slot: only then
+        # does a finished attempt wake the loop (new cases wake it through `wake`)
+        self._short_of_slots = True
         # the lease loop and the recorder each keep a connection: no pool round trip per round
         self._leasing = HeldConnection(runtime.engine)
         self._departments = sorted(secrets)
@@ -421,7 +425,8 @@ class Deliverer:
             finally:
                 self._recording_now = []
             self._runtime.relay.wake()
-            self._wake.set()  # their departments' slots are free now
+            if self._short_of_slots:
+                self._wake.set()  # a retry or a breaker may have changed what may go now
 
     def _keep_unrecorded(
         self, answered: Sequence[tuple[Leased, Attempt]]
@@ -440,6 +445,7 @@ class Deliverer:
         """Lease what is due and may go now, and start an attempt for each; returns how many."""
         capacity = self._settings.delivery_concurrency - len(self._inflight)
         if capacity <= 0:
+            self._short_of_slots = True
             return 0
         leased = await self._lease(capacity)
         for delivery in leased:
@@ -450,7 +456,8 @@ class Deliverer:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._wake.set()
+        if self._short_of_slots:
+            self._wake.set()  # its slot is free, and a due delivery waits for one
 
     async def _lease(self, capacity: int) -> list[Leased]:
         """One transaction of four statements whatever the number of departments: the webhook
@@ -462,6 +469,7 @@ class Deliverer:
         async with self._leasing.transaction() as driver:
             # only webhook departments: another's deliveries wait (they are not lost)
             due = [row["department"] for row in await driver.fetch(_DUE, self._departments, now)]
+            self._short_of_slots = bool(due)  # until this round shows every due one leased
             if not due:
                 return []
             receivers = await self._locked_receivers(driver, due, now, skip_locked=True)
@@ -481,7 +489,11 @@ class Deliverer:
             if not slots:
                 return []
             rows = await driver.fetch(_PICK, list(slots), list(slots.values()), now, until)
-            leasing = {row["department"] for row in rows}
+            leasing = collections.Counter(row["department"] for row in rows)
+            # a department without slots, or with each of them taken, may have more due
+            self._short_of_slots = any(
+                leasing[department] >= slots.get(department, 0) for department in due
+            )
             probes = []
             for receiver in usable:
                 breaker = breaker_of(receiver)

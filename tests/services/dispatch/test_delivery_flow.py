@@ -372,6 +372,7 @@ async def test_at_most_n_attempts_per_department_and_none_holds_a_row_lock(
         tmp_path,
         departments=chengguan_at(base_url),
         delivery_concurrency_per_department=2,
+        delivery_poll_seconds=600,  # no round by the clock: a freed slot must wake the loop
     ) as stack:
         cases = [make_case() for _ in range(5)]
         for case in cases:
@@ -410,6 +411,7 @@ async def test_a_department_window_refills_as_answers_come_not_as_they_are_recor
         tmp_path,
         departments=chengguan_at(base_url),
         delivery_concurrency_per_department=1,
+        delivery_poll_seconds=600,  # no round by the clock: a freed slot must wake the loop
     ) as stack:
         deliverer = stack.app.state.deliverer
         recording = asyncio.Event()
