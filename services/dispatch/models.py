@@ -94,11 +94,11 @@ class DeliveryRow(SQLModel, table=True):
 
     delivery_id: str = Field(primary_key=True)
     case_id: str = Field(index=True)
-    department: str = Field(index=True)
+    department: str  # indexed with status or time in partial indexes (migrations)
     url: str
-    status: str = Field(index=True)
+    status: str
     attempts: int = 0
-    next_attempt_at: datetime | None = _when(nullable=True, index=True)
+    next_attempt_at: datetime | None = _when(nullable=True)
     last_error: str | None = None
     last_status_code: int | None = None
     payload: dict[str, Any] = _json()
