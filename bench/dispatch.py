@@ -306,6 +306,18 @@ def machine_busy() -> float:
     return float(busy.user + busy.nice + busy.system + busy.irq + busy.softirq)
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL process on the machine, those that have exited included: a
+    backend's time moves to its postmaster's children's times when it is reaped, so a connection
+    closed during a measurement takes none of its time away from it."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if process.info["name"] in ("postgres", "postmaster") and times:
+            total += times.user + times.system + times.children_user + times.children_system
+    return float(total)
+
+
 class CpuMeter:
     """CPU used per process (and by all PostgreSQL processes) between start() and stop()."""
 
@@ -320,11 +332,7 @@ class CpuMeter:
             with contextlib.suppress(psutil.Error):
                 times = psutil.Process(pid).cpu_times()
                 sample[name] = times.user + times.system
-        postgres = 0.0
-        for process in psutil.process_iter(["name", "cpu_times"]):
-            if process.info["name"] in ("postgres", "postmaster") and process.info["cpu_times"]:
-                postgres += process.info["cpu_times"].user + process.info["cpu_times"].system
-        sample["postgres (all)"] = postgres
+        sample["postgres (all)"] = postgres_cpu()
         # everything on the machine, ours and other users' (a shared VM): up to 100 per core
         sample["machine (all processes)"] = machine_busy()
         return sample

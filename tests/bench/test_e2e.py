@@ -9,10 +9,12 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import asyncpg
 import httpx
+import psutil
 import pytest
 
-from bench.dispatch import department_secret, machine_busy
+from bench.dispatch import department_secret, machine_busy, postgres_cpu
 from bench.e2e import (
     CASE_PATH,
     PHASE_STRIDE,
@@ -31,6 +33,7 @@ from bench.e2e_receiver import CASE_NUMBER, TimedReceiver
 from bench.loadgen import Stats
 from deploy.embedded import free_port
 from libs.common.signing import signed_headers
+from tests.harness import until
 
 
 @pytest.fixture
@@ -202,3 +205,24 @@ def test_machine_cpu_per_operation() -> None:
     per_operation = cpu.ms_per(10)
     assert per_operation is not None
     assert per_operation >= 5.0  # at least 50 ms over 10 operations
+
+
+async def test_postgres_cpu_keeps_the_time_of_a_backend_that_exited(database_url: str) -> None:
+    url = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    before = postgres_cpu()
+    connection = await asyncpg.connect(url)
+    backend = await connection.fetchval("SELECT pg_backend_pid()")
+    if not psutil.pid_exists(backend):
+        pytest.skip("the PostgreSQL server runs on another machine")
+    burnt = 0.0
+    while burnt < 0.3:  # work in the backend until it has used 0.3 s of CPU
+        await connection.fetchval("SELECT count(*) FROM generate_series(1, 300000)")
+        times = psutil.Process(backend).cpu_times()
+        burnt = times.user + times.system
+    await connection.close()
+
+    async def reaped() -> bool:
+        return not psutil.pid_exists(backend)
+
+    await until(reaped)
+    assert postgres_cpu() - before >= 0.25  # its time is still counted after it is gone
