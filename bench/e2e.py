@@ -300,11 +300,13 @@ def cpu_budget(results: list[dict[str, Any]], cores: int) -> list[dict[str, Any]
         if any(ms is None for ms, _ in costs):
             continue
         ms = sum(float(ms) * times for ms, times in costs if ms is not None)
+        if ms <= 0:  # no CPU counted: the meter did not run
+            continue
         budget.append(
             {
                 "measure": name,
                 "cpu_ms_per_case": round(ms, 3),
-                "cases_per_second_at_most": round(cores * 1000 / ms) if ms > 0 else None,
+                "cases_per_second_at_most": round(cores * 1000 / ms),
             }
         )
     return budget

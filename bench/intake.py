@@ -170,12 +170,6 @@ async def trivial_load(
     return _row(name, stats, 202)
 
 
-async def trivial_phase(seconds: float, connections: int) -> dict[str, Any]:
-    """The trivial endpoint started, measured once and stopped (bench.e2e's ceiling)."""
-    with trivial_server() as port:
-        return await trivial_load(port, seconds, connections)
-
-
 def worker_headers() -> dict[str, str]:
     """A JSON request's headers with the bench worker's bearer token (W0001, grid GRID, 2 hours)."""
     token = mint_token(
