@@ -132,9 +132,7 @@ class HeldConnection:
     async def _driver(self) -> asyncpg.Connection:
         if self._conn is None:
             self._conn = await self._engine.connect()
-        raw = await self._conn.get_raw_connection()
-        driver: asyncpg.Connection = raw.driver_connection
-        return driver
+        return await raw_driver(self._conn)
 
     async def _begin(self) -> tuple[asyncpg.Connection, Transaction]:
         held = self._conn is not None
@@ -180,6 +178,13 @@ async def driver_of(session: AsyncSession | asyncpg.Connection) -> asyncpg.Conne
     if getattr(raw.dbapi_connection, "_transaction", None) is None:
         # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs
         await conn.exec_driver_sql("SELECT 1")
+    return await raw_driver(conn)
+
+
+async def raw_driver(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a SQLAlchemy connection, for statements that skip
+    SQLAlchemy (positional `$n` parameters)."""
+    raw = await conn.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
     return driver
 

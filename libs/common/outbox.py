@@ -21,8 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from libs.common.clock import Clock
 from libs.common.contract import Contract
 from libs.common.db import HeldConnection, driver_of, outbox
-from libs.common.envelope import Envelope, KafkaRecord, RawJson, encode_stored
-from libs.common.ids import new_event_id
+from libs.common.envelope import Envelope, KafkaRecord, encode_stored
 from libs.common.kafka import Publisher
 from libs.common.topics import CATALOGUE, Topic, build_envelope
 
@@ -120,15 +119,7 @@ class StagedRows:
     ) -> None:
         self.source = source
         self.envelopes = [
-            Envelope(
-                id=new_event_id(at),
-                source=source,
-                type=topic.event_type(payload),
-                time=at,
-                subject=key,
-                key=key,
-                data=RawJson(payload.model_dump_json()),
-            )
+            build_envelope(topic, payload, source=source, key=key, now=at, as_text=True)
             for topic, payload, key, at in events
         ]
         self._columns = (

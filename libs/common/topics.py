@@ -9,7 +9,7 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from libs.common.contract import Contract
-from libs.common.envelope import Envelope, EnvelopeError
+from libs.common.envelope import Envelope, EnvelopeError, RawJson
 from libs.common.events import (
     AssessmentPublished,
     CaseLifecycleEvent,
@@ -111,8 +111,16 @@ class PayloadError(ValueError):
 
 
 def build_envelope(
-    topic: Topic, payload: Contract, *, source: str, key: str, now: datetime
+    topic: Topic,
+    payload: Contract,
+    *,
+    source: str,
+    key: str,
+    now: datetime,
+    as_text: bool = False,
 ) -> Envelope:
+    """`payload` as a new event of `topic` keyed by `key`; with `as_text`, its data is the JSON
+    text already (`RawJson`, as an outbox row stores it) instead of a dict."""
     return Envelope(
         id=new_event_id(now),
         source=source,
@@ -120,7 +128,7 @@ def build_envelope(
         time=now,
         subject=key,
         key=key,
-        data=payload.model_dump(mode="json"),
+        data=RawJson(payload.model_dump_json()) if as_text else payload.model_dump(mode="json"),
     )
 
 

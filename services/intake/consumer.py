@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import claim_event
+from libs.common.db import claim_event, raw_driver
 from libs.common.events import CaseLifecycleEvent
 from libs.common.kafka import Delivery, deliveries_of
 from libs.common.runtime import Runtime
@@ -81,8 +80,7 @@ class RequestStatuses:
 
     async def _candidates(self, case_ids: list[str]) -> set[str]:
         async with self._runtime.engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver: asyncpg.Connection = raw.driver_connection
+            driver = await raw_driver(connection)
             return {row[0] for row in await driver.fetch(_CANDIDATES, case_ids)}
 
     async def _apply(
