@@ -589,14 +589,15 @@ async def measure(run: Round, workdir: Path) -> dict[str, Any]:
             with process(dispatch_argv, dispatch_env, dispatch_ready) as dispatch_pid:
                 if dispatch_profile:
                     run.profiled_pid = dispatch_pid
-                rows += await dispatch_alone(
-                    run, deliveries, accepted, schema=dispatch_env["GRIDFLOW_DB_SCHEMA"]
-                )
                 pids = {"intake": intake_pid, "dispatch": dispatch_pid, "receiver": receiver_pid}
                 pids["bench (load generator)"] = os.getpid()
                 if found.broker:
                     pids["broker"] = found.broker.process.pid
-                rows += await end_to_end(run, deliveries, intake_port, CpuMeter(pids))
+                meter = CpuMeter(pids)
+                rows += await dispatch_alone(
+                    run, deliveries, accepted, meter, schema=dispatch_env["GRIDFLOW_DB_SCHEMA"]
+                )
+                rows += await end_to_end(run, deliveries, intake_port, meter)
     return {
         "rows": rows,
         "receiver": deliveries.counters,
@@ -636,10 +637,11 @@ async def intake_alone(
 
 
 async def dispatch_alone(
-    run: Round, deliveries: Deliveries, accepted: int, *, schema: str
+    run: Round, deliveries: Deliveries, accepted: int, meter: CpuMeter, *, schema: str
 ) -> list[dict[str, Any]]:
     """dispatch, just started, consumes intake's backlog with every delivery held (measured from
-    its tables as bench.dispatch does), then the receiver answers: webhooks delivered per second."""
+    its tables as bench.dispatch does), then the receiver answers: webhooks delivered per second.
+    `meter` gives each phase's CPU per process."""
     engine = create_async_engine(run.found.database_url, pool_size=2)
     observed = Observed(engine, schema)
     try:
@@ -647,17 +649,21 @@ async def dispatch_alone(
         await _wait_until("dispatch started", observed.stored, 1, interval=0.05)
         run.mark("dispatch consumes")
         cpu = MachineCpu()
+        meter.start()
         consumed = await consume_phase(observed, accepted)
+        consuming_percent = meter.stop()
         consuming_ms = cpu.ms_per(accepted)
         print("  dispatch alone: deliveries released …", flush=True)
         run.mark("dispatch delivers")
         released = time.time()
         cpu = MachineCpu()
+        meter.start()
         async with progress("webhooks", deliveries, STAGE_PHASE, None):
             await deliveries.control("release")
             await _wait_until(
                 "deliveries delivered", lambda: observed.with_status("delivered"), accepted
             )
+        delivering_percent = meter.stop()
         delivering_ms = cpu.ms_per(accepted)
         last = await observed.value(sa.select(sa.func.max(observed.deliveries.c.delivered_at)))
     finally:
@@ -668,11 +674,13 @@ async def dispatch_alone(
             consumed["per_second"],
             stored_per_second=consumed["stored_per_second"],
             cpu_ms=consuming_ms,
+            cpu_percent=consuming_percent,
         ),
         _rate_row(
             "dispatch alone: webhooks delivered (/s)",
             accepted / max(1e-9, last.timestamp() - released),
             cpu_ms=delivering_ms,
+            cpu_percent=delivering_percent,
         ),
     ]
 
@@ -922,22 +930,26 @@ def print_details(report: dict[str, Any]) -> None:
     ):
         print(f"\nround {number}: receiver {details['receiver']}")
         for row in rows:
-            if "stages_ms" not in row:
+            if "cpu_percent" not in row:
                 continue
-            print(
-                f"  {row['phase']}: intake accepted {row['intake_accepted_per_second']:,}/s"
-                f" (p99 {row['intake_p99_ms']} ms), {row['delivered']:,} of {row['accepted']:,}"
-                f" delivered, drained in {row['drain_seconds']} s"
-            )
+            if "stages_ms" in row:  # an end-to-end phase
+                print(
+                    f"  {row['phase']}: intake accepted {row['intake_accepted_per_second']:,}/s"
+                    f" (p99 {row['intake_p99_ms']} ms), {row['delivered']:,} of"
+                    f" {row['accepted']:,} delivered, drained in {row['drain_seconds']} s"
+                )
+            else:
+                print(f"  {row['phase']}:")
             cpu = dict(row["cpu_percent"])
             machine_wide = cpu.pop("machine (all processes)", 0.0)
             # what the machine spent besides the processes named (a shared VM: other users)
             cpu["rest of the machine"] = round(machine_wide - sum(cpu.values()), 1)
             print("    CPU % of a core: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
-            print(
-                "    p50/p99 ms: "
-                + "; ".join(f"{k} {p50}/{p99}" for k, (p50, p99) in row["stages_ms"].items())
-            )
+            if "stages_ms" in row:
+                print(
+                    "    p50/p99 ms: "
+                    + "; ".join(f"{k} {p50}/{p99}" for k, (p50, p99) in row["stages_ms"].items())
+                )
 
 
 def _interruptible_run(args: argparse.Namespace) -> dict[str, Any]:

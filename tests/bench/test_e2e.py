@@ -27,6 +27,7 @@ from bench.e2e import (
     add_ratios,
     cpu_budget,
     e2e_row,
+    print_details,
     summarise,
 )
 from bench.e2e_receiver import CASE_NUMBER, TimedReceiver
@@ -193,6 +194,37 @@ def test_cpu_per_case_is_summed_along_a_cases_path() -> None:
     assert [line["measure"].split(":")[0] for line in partial] == [
         "ceilings on a case's path",
         "end to end at saturation, load and drain",
+    ]
+
+
+def test_details_give_cpu_per_process_for_stages_and_end_to_end_phases(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cpu = {"intake": 20.0, "dispatch": 60.5, "machine (all processes)": 90.0}
+    rows = [
+        {"phase": "ceiling: trivial FastAPI endpoint (requests/s)", "cpu_ms": 0.4},
+        {"phase": STAGES[2], "cpu_percent": cpu},
+        {
+            "phase": SATURATION,
+            "cpu_percent": {**cpu, "machine (all processes)": 85.0},
+            "intake_accepted_per_second": 900.0,
+            "intake_p99_ms": 12.0,
+            "delivered": 10,
+            "accepted": 10,
+            "drain_seconds": 0.5,
+            "stages_ms": {"intake commit → relay published": (1.0, 2.0)},
+        },
+    ]
+    print_details({"rounds_measured": [rows], "rounds_details": [{"receiver": {"cases": 10}}]})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [
+        "round 1: receiver {'cases': 10}",
+        f"  {STAGES[2]}:",
+        "    CPU % of a core: intake 20.0, dispatch 60.5, rest of the machine 9.5",
+        f"  {SATURATION}: intake accepted 900.0/s (p99 12.0 ms), 10 of 10 delivered,"
+        " drained in 0.5 s",
+        "    CPU % of a core: intake 20.0, dispatch 60.5, rest of the machine 4.5",
+        "    p50/p99 ms: intake commit → relay published 1.0/2.0",
     ]
 
 
