@@ -4,12 +4,15 @@ update that changes an indexed column writes a new entry into every index of the
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from libs.common.db import migrate
+from services.dispatch.webhooks import _IN_FLIGHT
 from tests.factories import Isolation
 
 VERSIONS = Path(__file__).resolve().parents[3] / "services" / "dispatch" / "migrations"
@@ -45,3 +48,54 @@ async def test_deliveries_are_indexed_by_key_case_time_and_partial_indexes_only(
         "(department, created_at) WHERE ((status)::text = 'dead'::text)"
     )
     assert indexes["deliveries_due"].endswith("WHERE ((status)::text = 'pending'::text)")
+
+
+async def test_a_lease_round_counts_a_department_s_attempts_in_flight_up_to_its_window(
+    isolation: Isolation,
+) -> None:
+    """The in-flight count walks `deliveries_leased` row by row and stops at the window. Every
+    lease leaves a dead entry in that index until a vacuum; a bitmap scan (what the planner
+    took for a grouped count over `status = 'pending'`) reads all of them again each round,
+    2-4 ms a round under load, while a plain index scan marks them dead once and skips them."""
+    schema = isolation.schema("dispatch")
+    await migrate(database_url=isolation.database_url, schema=schema, versions_dir=VERSIONS)
+    driver = await asyncpg.connect(isolation.database_url.replace("+asyncpg", ""))
+    try:
+        await driver.execute(f'SET search_path TO "{schema}"')
+        now = datetime.now(UTC)
+        until = now + timedelta(seconds=60)
+        await driver.execute(
+            """
+            INSERT INTO deliveries (delivery_id, case_id, department, url, status, attempts,
+                next_attempt_at, payload, created_at, leased_until)
+            SELECT 'msg_' || d || '_' || n, 'case-' || n, d, 'http://x', 'pending', 0, $2::timestamptz, '{}',
+                $1::timestamptz, CASE WHEN n % 3 = 0 THEN $2::timestamptz END
+            FROM generate_series(1, 3000) AS n, unnest(ARRAY['chengguan', 'gongan']) AS d
+            """,
+            now,
+            until,
+        )
+        # answered: their leases are cleared, their old entries stay in the index
+        await driver.execute(
+            "UPDATE deliveries SET leased_until = NULL, status = 'delivered'"
+            " WHERE leased_until IS NOT NULL AND split_part(case_id, '-', 2)::int > 333"
+        )
+        expected = dict(
+            await driver.fetch(
+                "SELECT department, count(*) FROM deliveries WHERE leased_until > $1"
+                " GROUP BY department",
+                now,
+            )
+        )
+        assert expected == {"chengguan": 111, "gongan": 111}
+        departments = ["chengguan", "gongan", "weijian"]
+        arguments = (departments, now, ["msg_gongan_3"], [8, 500, 8])
+        counted = dict(await driver.fetch(_IN_FLIGHT, *arguments))
+        plan = str(await driver.fetchval(f"EXPLAIN (FORMAT JSON) {_IN_FLIGHT}", *arguments))
+    finally:
+        await driver.close()
+    # at most each department's window; an attempt answered but not yet recorded left out
+    assert counted == {"chengguan": 8, "gongan": 110, "weijian": 0}
+    assert "Bitmap" not in plan
+    assert '"Index Name": "deliveries_leased"' in plan
+    assert '"Node Type": "Limit"' in plan
