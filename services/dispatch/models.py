@@ -44,8 +44,8 @@ class CaseRow(SQLModel, table=True):
     source: str
     category: str
     urgency: str
-    unit_grid: str | None = Field(default=None, index=True)
-    department: str | None = Field(default=None, index=True)
+    unit_grid: str | None = None  # indexed for prefix search by the migrations
+    department: str | None = None  # indexed with updated_at by the migrations
     routing: dict[str, Any] | None = _json(nullable=True)
     submitted: dict[str, Any] = _json()
     created_at: datetime = _when()

@@ -50,6 +50,52 @@ async def test_deliveries_are_indexed_by_key_case_time_and_partial_indexes_only(
     assert indexes["deliveries_due"].endswith("WHERE ((status)::text = 'pending'::text)")
 
 
+async def test_cases_keep_the_indexes_their_queries_use(isolation: Isolation) -> None:
+    """A case row is updated at every transition, each update writing an entry into every index:
+    no index that duplicates another or that no query can use."""
+    schema = isolation.schema("dispatch")
+    await migrate(database_url=isolation.database_url, schema=schema, versions_dir=VERSIONS)
+    driver = await asyncpg.connect(isolation.database_url.replace("+asyncpg", ""))
+    try:
+        await driver.execute(f'SET search_path TO "{schema}"')
+        indexes = {
+            row["indexname"]: row["indexdef"]
+            for row in await driver.fetch(
+                "SELECT indexname, indexdef FROM pg_indexes"
+                " WHERE schemaname = $1 AND tablename = 'cases'",
+                schema,
+            )
+        }
+        # can each be used? (with sequential scans off, the planner takes any usable index)
+        await driver.execute("SET enable_seqscan = off")
+        plans = {
+            query: str(await driver.fetchval(f"EXPLAIN (FORMAT JSON) {query}"))
+            for query in (
+                "SELECT case_id FROM cases WHERE unit_grid LIKE '330102001%'",
+                "SELECT case_id FROM cases WHERE merged_into = 'case-1'",
+                "SELECT case_id FROM cases WHERE department = 'chengguan'",
+            )
+        }
+    finally:
+        await driver.close()
+    assert sorted(indexes) == [
+        "cases_department_updated",
+        "cases_duplicate_candidates",
+        "cases_merged_into",
+        "cases_pkey",
+        "cases_unit_grid_prefix",
+        "ix_cases_state",
+    ]
+    assert indexes["cases_merged_into"].endswith("WHERE (merged_into IS NOT NULL)")
+    used = [
+        '"Index Name": "cases_unit_grid_prefix"',
+        '"Index Name": "cases_merged_into"',
+        '"Index Name": "cases_department_updated"',
+    ]
+    for (query, plan), index in zip(plans.items(), used, strict=True):
+        assert index in plan, query
+
+
 async def test_a_lease_round_counts_a_department_s_attempts_in_flight_up_to_its_window(
     isolation: Isolation,
 ) -> None:
