@@ -32,6 +32,7 @@ from libs.common.contract import Contract
 from libs.common.envelope import Envelope, EnvelopeError, KafkaRecord, decode, encode
 from libs.common.events import DeadLetter
 from libs.common.logs import log_context
+from libs.common.pacing import Pacer
 from libs.common.settings import ServiceSettings
 from libs.common.topics import DEADLETTER, PayloadError, Topic, build_envelope, parse_payload
 
@@ -311,6 +312,8 @@ class ConsumerLoop:
         self._clock = clock
         self._metrics = metrics
         self._stopping = asyncio.Event()
+        # a batch handler's batches start at least this far apart (each is a transaction)
+        self._pacer = Pacer(settings.kafka_batch_linger_ms / 1000 if self._batch_handler else 0.0)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=group_id,
@@ -336,11 +339,14 @@ class ConsumerLoop:
         measuring = asyncio.create_task(self._measure_lag(), name=f"{self._topic.name}-lag")
         try:
             while not self._stopping.is_set():
+                # what arrives during the linger is fetched meanwhile and comes in this batch
+                await self._pacer.wait()
                 batches = await self._consumer.getmany(
                     timeout_ms=300, max_records=self._max_records
                 )
                 if self._batch_handler is not None:
                     if batches:
+                        self._pacer.mark()
                         await self._process_batch(
                             self._batch_handler, [r for rs in batches.values() for r in rs]
                         )

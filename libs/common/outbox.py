@@ -23,6 +23,7 @@ from libs.common.contract import Contract
 from libs.common.db import HeldConnection, driver_of, outbox
 from libs.common.envelope import Envelope, KafkaRecord, encode_stored
 from libs.common.kafka import Publisher
+from libs.common.pacing import Pacer
 from libs.common.topics import CATALOGUE, Topic, build_envelope
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ class OutboxRelay:
         self._metrics = metrics
         self._batch_size = batch_size
         self._poll_interval = poll_interval
-        self._linger = linger
+        self._pacer = Pacer(linger)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -189,16 +190,12 @@ class OutboxRelay:
         # the gauges on their own beat and connection: a drain waiting for a broker that does not
         # answer (paused, partitioned) must not keep them at their last value
         measuring = asyncio.create_task(self._measure_every(1.0), name="outbox-gauges")
-        loop = asyncio.get_running_loop()
-        started = loop.time() - self._linger
         try:
             while not self._stopping.is_set():
                 # drains start at least `linger` apart: under load, one drain publishes what
                 # several commits staged, instead of one drain (four round trips to PostgreSQL
                 # and one to the broker) per commit; a lone commit is published at once
-                if (wait := started + self._linger - loop.time()) > 0:
-                    await asyncio.sleep(wait)
-                started = loop.time()
+                await self._pacer.next_round()
                 # cleared before the drain: a commit during it (or the linger) wakes the next
                 self._wake.clear()
                 try:

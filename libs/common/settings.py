@@ -74,6 +74,13 @@ class ServiceSettings(BaseSettings):
         ge=1000,
         description="how long a produce request waits for the broker before it is retried",
     )
+    kafka_batch_linger_ms: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="least time between the starts of two batches of a consumer that handles"
+        " a fetched batch at once (one transaction each)",
+    )
     outbox_linger_ms: int = Field(
         default=20,
         ge=0,

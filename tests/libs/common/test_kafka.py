@@ -533,6 +533,40 @@ async def test_a_batch_handler_gets_whole_fetches_and_offsets_are_committed_afte
     assert bench.count("ok") == 5
 
 
+async def test_a_batch_handler_s_batches_start_a_linger_apart_and_take_what_came_meanwhile(
+    bench: Bench,
+) -> None:
+    """Records published one after another while the first is handled: the next batch starts
+    no sooner than the linger after it, with every record that came in between."""
+    linger = 0.3
+    bench.settings = bench.settings.model_copy(update={"kafka_batch_linger_ms": 300})
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+    first_started = asyncio.Event()
+    go_on = asyncio.Event()
+
+    class Timed(Batches):
+        async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+            starts.append(loop.time())
+            first_started.set()
+            await go_on.wait()
+            await super().handle_batch(deliveries)
+
+    handler = Timed(bench)
+    published = [await bench.publish()]
+    async with running(bench.consumer(handler)) as task:
+        await unless_crashed(first_started.wait(), task)
+        published += [await bench.publish() for _ in range(4)]
+        go_on.set()
+        await unless_crashed(handler.handled.wait_for_count(5), task)
+
+    assert [i for batch in handler.batches for i in batch] == [e.id for e in published]
+    assert handler.batches[0] == [published[0].id]
+    assert all(later - earlier >= linger for earlier, later in itertools.pairwise(starts))
+    # the four published while the first was handled came in one batch, not one each
+    assert len(handler.batches) == 2
+
+
 async def test_a_failing_batch_is_handled_one_by_one_and_only_its_poison_is_dead_lettered(
     bench: Bench,
 ) -> None:
