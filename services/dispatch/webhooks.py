@@ -389,16 +389,18 @@ class Deliverer:
             while not self._stopping.is_set():
                 self._wake.clear()
                 try:
-                    started = await self.start_due()
+                    await self.start_due()
                 except Exception as exc:  # database away: keep going, the rows are still there
                     log.warning("delivery round failed: %s", type(exc).__name__)
-                    started = 0
                     await asyncio.sleep(1)
-                if started == 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._wake.wait(), timeout=self._settings.delivery_poll_seconds
-                        )
+                # a round leases every due delivery its free slots allow: another round right
+                # away would find nothing (three round trips for it). What can change that wakes
+                # the loop, also during the round: a new case, and a freed slot or a recorded
+                # answer while due deliveries wait for a slot; retries falling due, the poll
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=self._settings.delivery_poll_seconds
+                    )
         finally:
             for task in self._inflight:
                 task.cancel()  # its lease runs out and the delivery is due again

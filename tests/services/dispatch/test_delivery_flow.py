@@ -396,6 +396,40 @@ async def test_at_most_n_attempts_per_department_and_none_holds_a_row_lock(
         assert slow.most == 2
 
 
+async def test_a_lease_round_that_took_every_due_delivery_is_not_followed_by_an_empty_one(
+    isolation: Isolation,
+    tmp_path: Path,
+    slow_department: tuple[SlowDepartment, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each round leases what is due up to the free slots; the loop then waits for a wake (a new
+    case, or a slot freed while a delivery waits for one) instead of asking again at once."""
+    slow, base_url = slow_department
+    slow.release.set()  # answers at once
+
+    async with dispatch_stack_with(
+        isolation,
+        tmp_path,
+        departments=chengguan_at(base_url),
+        delivery_poll_seconds=600,  # no round by the clock
+    ) as stack:
+        deliverer = stack.app.state.deliverer
+        rounds: list[int] = []
+        start_due = deliverer.start_due
+
+        async def counted() -> int:
+            leased: int = await start_due()
+            rounds.append(leased)
+            return leased
+
+        monkeypatch.setattr(deliverer, "start_due", counted)
+        for _ in range(3):  # one at a time: each case's round cannot see the next case
+            case = make_case()
+            await publish(stack, case)
+            await stack.lifecycle.wait_for(_is(case.case_id, Transition.ASSIGNED))
+        assert rounds == [1, 1, 1]
+
+
 async def test_a_department_window_refills_as_answers_come_not_as_they_are_recorded(
     isolation: Isolation,
     tmp_path: Path,
