@@ -55,6 +55,9 @@ _C = _CASES.c
 _HISTORY = CaseHistoryRow.__table__  # type: ignore[attr-defined]
 _DELIVERIES = DeliveryRow.__table__  # type: ignore[attr-defined]
 _CLOSED = ("closed", "cancelled")
+# which of a batch's cases are stored already: one statement whatever the batch's size (an IN
+# list is another statement text, prepared again, for each size)
+_STORED = "SELECT case_id FROM cases WHERE case_id = ANY($1::text[])"
 
 
 class RoutingMetrics:
@@ -149,11 +152,8 @@ class SubmittedCases:
                     cases.setdefault(case.case_id, case)  # a resubmission: the first one counts
             if not cases:
                 return
-            stored = set(
-                (
-                    await session.scalars(sa.select(_C.case_id).where(_C.case_id.in_(list(cases))))
-                ).all()
-            )
+            driver = await driver_of(session)
+            stored = {row[0] for row in await driver.fetch(_STORED, list(cases))}
             fresh = [case for case_id, case in cases.items() if case_id not in stored]
             places = [position(case) for case in fresh]
             nearby = await _open_cases_near(
