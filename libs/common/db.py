@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import sqlalchemy as sa
@@ -179,21 +179,6 @@ async def driver_of(session: AsyncSession | asyncpg.Connection) -> asyncpg.Conne
         # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs
         await conn.exec_driver_sql("SELECT 1")
     return await raw_driver(conn)
-
-
-async def copy_rows(
-    driver: asyncpg.Connection,
-    table: str,
-    columns: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-) -> None:
-    """Many rows into `table` (found on the connection's search path) with one binary COPY, in
-    the order given (identity columns follow it); a conflict fails the whole COPY. jsonb values
-    are given as JSON text. Against an INSERT of one array per column it plans no statement and
-    skips asyncpg's per-element checks of array parameters (each element is tested against
-    `collections.abc` types: 8-11 % of dispatch's CPU while it consumed): a third of the client's
-    CPU per row and half the wall time (15-column rows, docs/performance.md)."""
-    await driver.copy_records_to_table(table, records=rows, columns=list(columns))
 
 
 async def raw_driver(conn: AsyncConnection) -> asyncpg.Connection:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from libs.common.clock import Clock
 from libs.common.contract import Contract
-from libs.common.db import HeldConnection, copy_rows, driver_of, outbox
+from libs.common.db import HeldConnection, driver_of, outbox
 from libs.common.envelope import Envelope, KafkaRecord, encode_stored
 from libs.common.kafka import Publisher
 from libs.common.pacing import Pacer
@@ -71,18 +71,15 @@ async def stage(
     return envelope
 
 
-# the columns of a staged event: the data as JSON text (pydantic's serializer), inserted with one
-# COPY per batch of events (`db.copy_rows`)
-_OUTBOX_COLUMNS = (
-    "topic",
-    "key",
-    "event_id",
-    "event_type",
-    "source",
-    "event_time",
-    "data",
-    "created_at",
-)
+# many events in one statement of arrays, the data as JSON text (pydantic's serializer, cast by
+# PostgreSQL): no per-row parameter processing on the way
+_STAGE_MANY_SQL = """
+    INSERT INTO outbox (topic, key, event_id, event_type, source, event_time, data, created_at)
+    SELECT tp, k, i, ty, $1, ti, d::jsonb, ti
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
+         WITH ORDINALITY AS t(tp, k, i, ty, ti, d, n)
+    ORDER BY n
+"""
 
 
 async def stage_many(
@@ -126,13 +123,17 @@ class StagedRows:
             build_envelope(topic, payload, source=source, key=key, now=at, as_text=True)
             for topic, payload, key, at in events
         ]
-        self._rows = [
-            (topic.name, e.key, e.id, e.type, source, e.time, e.data.text, e.time)
-            for (topic, _, _, _), e in zip(events, self.envelopes, strict=True)
-        ]
+        self._columns = (
+            [topic.name for topic, _, _, _ in events],
+            [e.key for e in self.envelopes],
+            [e.id for e in self.envelopes],
+            [e.type for e in self.envelopes],
+            [e.time for e in self.envelopes],
+            [e.data.text for e in self.envelopes],
+        )
 
     async def insert(self, driver: asyncpg.Connection) -> None:
-        await copy_rows(driver, "outbox", _OUTBOX_COLUMNS, self._rows)
+        await driver.execute(_STAGE_MANY_SQL, self.source, *self._columns)
 
 
 class OutboxMetrics:

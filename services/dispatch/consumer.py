@@ -21,7 +21,7 @@ from prometheus_client import Counter
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import claim_event, claim_events, copy_rows, driver_of
+from libs.common.db import claim_event, claim_events, driver_of
 from libs.common.events import CaseLifecycleEvent, CaseState, CaseSubmitted, Urgency
 from libs.common.ids import new_event_id
 from libs.common.kafka import Delivery
@@ -280,16 +280,14 @@ class _Batch:
         if not self.cases:
             return
         driver = await driver_of(session)
-        await copy_rows(driver, "cases", list(_CASE_COLUMNS), _records(self.cases, _CASE_COLUMNS))
+        await driver.execute(_INSERT_CASES, *_columns(self.cases, _CASE_COLUMNS))
         # new cases: nobody follows them yet
         await write_transitions(driver, events=self.events, runtime=runtime)
         if self.deliveries:
-            records = _records(self.deliveries, _DELIVERY_COLUMNS)
-            await copy_rows(driver, "deliveries", list(_DELIVERY_COLUMNS), records)
+            await driver.execute(_INSERT_DELIVERIES, *_columns(self.deliveries, _DELIVERY_COLUMNS))
 
 
-# new cases and deliveries with one COPY each (`case_values`, `delivery_values`): the columns,
-# and which of them are jsonb (given as JSON text)
+# new cases and deliveries in one statement each, from arrays (`case_values`, `delivery_values`)
 _CASE_COLUMNS = {
     "case_id": "text",
     "version": "int",
@@ -334,15 +332,32 @@ _DELIVERY_COLUMNS = {
 }
 
 
-def _records(rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> list[tuple[Any, ...]]:
+def _insert_from_arrays(table: str, columns: dict[str, str]) -> str:
+    """INSERT of many rows given as one array per column; jsonb columns come as JSON text."""
+    arrays = ", ".join(
+        f"${i}::text[]" if kind == "jsonb" else f"${i}::{kind}[]"
+        for i, kind in enumerate(columns.values(), start=1)
+    )
+    names = ", ".join(columns)
+    values = ", ".join(
+        f"{name}::jsonb" if kind == "jsonb" else name for name, kind in columns.items()
+    )
+    return f"INSERT INTO {table} ({names}) SELECT {values} FROM unnest({arrays}) AS t({names})"  # noqa: S608  # constant names
+
+
+_INSERT_CASES = _insert_from_arrays("cases", _CASE_COLUMNS)
+_INSERT_DELIVERIES = _insert_from_arrays("deliveries", _DELIVERY_COLUMNS)
+
+
+def _columns(rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> list[list[Any]]:
     return [
-        tuple(
+        [
             json.dumps(row[name])
             if kind == "jsonb" and not isinstance(row[name], str | None)
             else row[name]
-            for name, kind in columns.items()
-        )
-        for row in rows
+            for row in rows
+        ]
+        for name, kind in columns.items()
     ]
 
 
@@ -612,6 +627,13 @@ _STORE_VIEW = """
         verified = $13, supervised = $14, merged_into = $15, updated_at = $16
     WHERE case_id = $1
 """
+_HISTORY_ROWS = """
+    INSERT INTO case_history (case_id, version, transition, from_state, to_state, at,
+        actor_kind, actor_id, department, reason, event_id, reason_code, note)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
+        $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+        $12::text[], $13::text[])
+"""
 
 
 def _view_args(view: CaseView, at: datetime) -> tuple[Any, ...]:
@@ -656,9 +678,7 @@ async def write_transitions(
         history_values(event, event_id=envelope.id)
         for event, envelope in zip(events, envelopes, strict=True)
     ]
-    await copy_rows(
-        driver, "case_history", _HISTORY_ORDER, [[row[n] for n in _HISTORY_ORDER] for row in rows]
-    )
+    await driver.execute(_HISTORY_ROWS, *([row[name] for row in rows] for name in _HISTORY_ORDER))
 
 
 _HISTORY_ORDER = (

@@ -26,7 +26,6 @@ from libs.common.db import (
     MIGRATION_LOCK_ID,
     HeldConnection,
     claim_event,
-    copy_rows,
     create_engine,
     migrate,
     ping,
@@ -243,45 +242,6 @@ async def test_claim_event_is_true_once_then_false(isolation: Isolation) -> None
             assert await claim_event(session, consumer="dispatch", event_id="E3", now=NOW)
     finally:
         await engine.dispose()
-
-
-async def test_copied_rows_keep_their_order_and_a_conflict_copies_none(
-    isolation: Isolation,
-) -> None:
-    """Outbox rows staged with one COPY get their ids in the order given (the relay publishes
-    in id order), jsonb given as JSON text is stored as JSON, and a COPY that repeats an event id
-    stores nothing of its rows."""
-    schema = isolation.schema("intake")
-    await run_migrate(isolation, schema)
-    engine = create_engine(isolation.database_url, schema=schema, pool_size=1)
-    connection = HeldConnection(engine)
-    columns = ("topic", "key", "event_id", "event_type", "source", "event_time", "data")
-    rows = [
-        ("cases.submitted", f"case-{n}", f"E{n}", "t", "gridflow/test", NOW, f'{{"n": {n}}}')
-        for n in (3, 1, 2)
-    ]
-    try:
-        async with connection.transaction() as driver:
-            await copy_rows(driver, "outbox", [*columns, "created_at"], [(*r, NOW) for r in rows])
-        with pytest.raises(asyncpg.UniqueViolationError):
-            async with connection.transaction() as driver:
-                again = [
-                    ("cases.submitted", "case-4", "E4", "t", "x", NOW, "{}", NOW),
-                    (*rows[0], NOW),
-                ]
-                await copy_rows(driver, "outbox", [*columns, "created_at"], again)
-        async with connection.transaction() as driver:
-            stored = await driver.fetch(
-                "SELECT event_id, data ->> 'n' AS n FROM outbox ORDER BY id"
-            )
-    finally:
-        await connection.close()
-        await engine.dispose()
-    assert [(row["event_id"], row["n"]) for row in stored] == [
-        ("E3", "3"),
-        ("E1", "1"),
-        ("E2", "2"),
-    ]
 
 
 async def test_ping_tells_a_reachable_database_from_an_unreachable_one(
