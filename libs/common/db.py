@@ -229,7 +229,11 @@ async def claim_event(
 
 
 async def claim_events(
-    session: AsyncSession, *, consumer: str, event_ids: Sequence[str], now: datetime
+    session: AsyncSession | asyncpg.Connection,
+    *,
+    consumer: str,
+    event_ids: Sequence[str],
+    now: datetime,
 ) -> set[str]:
     """`claim_event` for many events in one statement: the ids `consumer` had not handled yet."""
     if not event_ids:

@@ -137,8 +137,9 @@ class SubmittedCases:
         now = runtime.clock.now()
         batch = _Batch()
         async with runtime.sessions() as session, session.begin():
+            driver = await driver_of(session)  # the hot statements skip SQLAlchemy
             claimed = await claim_events(
-                session,
+                driver,
                 consumer=self._consumer,
                 event_ids=[d.envelope.id for d in deliveries],
                 now=now,
@@ -152,7 +153,6 @@ class SubmittedCases:
                     cases.setdefault(case.case_id, case)  # a resubmission: the first one counts
             if not cases:
                 return
-            driver = await driver_of(session)
             stored = {row[0] for row in await driver.fetch(_STORED, list(cases))}
             fresh = [case for case_id, case in cases.items() if case_id not in stored]
             places = [position(case) for case in fresh]

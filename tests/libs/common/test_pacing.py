@@ -8,19 +8,26 @@ import pytest
 
 from libs.common.pacing import Pacer
 
+REAL_SLEEP = asyncio.sleep
 
-async def test_rounds_start_at_least_a_linger_apart_and_a_round_after_a_quiet_spell_at_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    loop = asyncio.get_running_loop()
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
+
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """What `asyncio.sleep` was asked to sleep (it still sleeps)."""
+    asked: list[float] = []
 
     async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await real_sleep(seconds)
+        asked.append(seconds)
+        await REAL_SLEEP(seconds)
 
     monkeypatch.setattr(asyncio, "sleep", sleep)
+    return asked
+
+
+async def test_rounds_start_at_least_a_linger_apart_and_a_round_after_a_quiet_spell_at_once(
+    slept: list[float],
+) -> None:
+    loop = asyncio.get_running_loop()
     pacer = Pacer(0.05)
     await pacer.next_round()  # the first round: at once
     assert slept == []
@@ -30,23 +37,13 @@ async def test_rounds_start_at_least_a_linger_apart_and_a_round_after_a_quiet_sp
     assert len(slept) == 1
     assert 0 < slept[0] <= 0.05
     assert second - first >= 0.05
-    await real_sleep(0.06)  # a quiet spell longer than the linger
+    await REAL_SLEEP(0.06)  # a quiet spell longer than the linger (not recorded)
     await pacer.next_round()
     assert len(slept) == 1  # started at once
 
 
-async def test_wait_without_mark_leaves_the_last_start_as_it_was(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_wait_without_mark_leaves_the_last_start_as_it_was(slept: list[float]) -> None:
     loop = asyncio.get_running_loop()
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await real_sleep(seconds)
-
-    monkeypatch.setattr(asyncio, "sleep", sleep)
     pacer = Pacer(0.05)
     pacer.mark()
     started = loop.time()
