@@ -51,6 +51,7 @@ class Isolation:
             "kafka_session_timeout_ms": 2000,
             "kafka_heartbeat_interval_ms": 200,
             "kafka_fetch_max_wait_ms": EMBEDDED_FETCH_MAX_WAIT_MS,
+            "kafka_background_fetch_max_wait_ms": EMBEDDED_FETCH_MAX_WAIT_MS,
             "kafka_retry_backoff_ms": 10,
         }
 

@@ -300,6 +300,7 @@ class ConsumerLoop:
         metrics: ConsumerMetrics,
         names: TopicNames,
         max_batch: int = 500,
+        background: bool = False,
     ) -> None:
         self._settings = settings
         self._topic = topic
@@ -314,6 +315,13 @@ class ConsumerLoop:
         self._stopping = asyncio.Event()
         # a batch handler's batches start at least this far apart (each is a transaction)
         self._pacer = Pacer(settings.kafka_batch_linger_ms / 1000 if self._batch_handler else 0.0)
+        # a consumer in the background may wait longer: fewer fetches while idle (the
+        # embedded broker answers a fetch only when its wait ends)
+        self.fetch_max_wait_ms = (
+            settings.kafka_background_fetch_max_wait_ms
+            if background
+            else settings.kafka_fetch_max_wait_ms
+        )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=group_id,
@@ -322,7 +330,7 @@ class ConsumerLoop:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             max_poll_records=self._max_records,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         self.started = asyncio.Event()
         self.joined = asyncio.Event()

@@ -129,9 +129,19 @@ class Runtime:
         self._stoppers.append(stop)
         return task
 
-    def consume(self, topic: Topic, *, group_id: str, handler: Handler, check: str) -> ConsumerLoop:
+    def consume(
+        self,
+        topic: Topic,
+        *,
+        group_id: str,
+        handler: Handler,
+        check: str,
+        background: bool = False,
+    ) -> ConsumerLoop:
         """Consume `topic` in `group_id` with `handler`, as a task of this runtime; readiness
-        waits (check `check`) until the loop has joined its group."""
+        waits (check `check`) until the loop has joined its group. A consumer `background`, off
+        a case's way from report to department, fetches with the longer wait of
+        `kafka_background_fetch_max_wait_ms`."""
         loop = ConsumerLoop(
             settings=self.settings,
             topic=topic,
@@ -141,6 +151,7 @@ class Runtime:
             clock=self.clock,
             metrics=self.consumer_metrics,
             names=self.names,
+            background=background,
         )
         self.spawn(loop.run(), stop=loop.stop, name=topic.name)
         self.add_check(check, loop.joined.is_set)

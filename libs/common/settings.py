@@ -63,6 +63,13 @@ class ServiceSettings(BaseSettings):
         description="longest a consumer's fetch waits at the broker for new records (Kafka's"
         " default; Kafka answers as soon as records arrive, the embedded broker only at the end)",
     )
+    kafka_background_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=10,
+        le=10_000,
+        description="the same for consumers off a case's way to its department (read models,"
+        " deadline signals, partner feedback), which may lag a fetch more",
+    )
     kafka_handler_attempts: int = Field(
         default=5, ge=1, le=50, description="tries per message before it is dead-lettered"
     )

@@ -82,6 +82,7 @@ def create_app(
                     runtime=runtime, consumer="dispatch.sla", on_commit=after_commit
                 ),
                 check="sla_consumer",
+                background=True,  # signals are already about deadlines: they may wait a fetch
             )
             reloader = RoutingReloader(
                 runtime=runtime,

@@ -44,6 +44,7 @@ def create_app(settings: IntakeSettings, *, clock: Clock | None = None) -> FastA
                 group_id=settings.status_consumer_group,
                 handler=RequestStatuses(runtime=runtime),
                 check="status_consumer",
+                background=True,  # a read model: Open311 statuses may lag a fetch
             )
             yield
         finally:

@@ -86,6 +86,7 @@ def create_app(settings: SlaSettings, *, clock: Clock | None = None) -> FastAPI:
                     runtime=runtime, consumer="sla.visits", on_commit=watch.wake
                 ),
                 check="visits_consumer",
+                background=True,  # patrol visits are watched over days
             )
             assessor = Assessor(
                 runtime=runtime, clocks=lambda: config.clocks, interval=settings.assessment_seconds

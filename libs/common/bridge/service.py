@@ -105,4 +105,5 @@ def follow_lifecycle(
             runtime=runtime, channel=channel, updates=updates, on_commit=on_commit
         ),
         check="lifecycle_consumer",
+        background=True,  # feedback to the partner platform, whose limits are in hours
     )

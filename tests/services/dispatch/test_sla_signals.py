@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from deploy.embedded import EMBEDDED_FETCH_MAX_WAIT_MS
 from libs.common.events import (
     CaseLifecycleEvent,
     SlaSignal,
@@ -85,6 +88,31 @@ async def test_warning_breach_and_escalation_each_apply_once(dispatch_stack: Dis
     assert isinstance(escalated, CaseLifecycleEvent)
     assert escalated.owner_node is not None and len(escalated.owner_node) < 15  # up the grid
     assert [e.version for e in supervised] + [escalated.version] == [3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    "dispatch_stack", [{"kafka_background_fetch_max_wait_ms": 400}], indirect=True
+)
+async def test_signals_are_fetched_with_the_background_wait_and_still_apply(
+    dispatch_stack: DispatchStack,
+) -> None:
+    """Signals are off a case's way to its department: their consumer fetches with the longer
+    background wait (fewer fetches while idle), the submissions' consumer with the short one."""
+    stack = dispatch_stack
+    assert stack.app.state.signals.fetch_max_wait_ms == 400
+    assert stack.app.state.consumer.fetch_max_wait_ms == EMBEDDED_FETCH_MAX_WAIT_MS
+    case_id = await _assigned_case(stack)
+    await stack.publisher.publish(
+        SLA_SIGNALS, make_signal(case_id), key=case_id, now=datetime.now(UTC)
+    )
+    _, supervised = await stack.lifecycle.wait_for(
+        lambda _, p: (
+            isinstance(p, CaseLifecycleEvent)
+            and p.case_id == case_id
+            and p.transition is Transition.SUPERVISED
+        )
+    )
+    assert isinstance(supervised, CaseLifecycleEvent) and supervised.actor.id == "sla"
 
 
 async def test_a_signal_for_a_case_that_moved_on_is_dropped_and_the_next_applies(
