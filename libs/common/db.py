@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import sqlalchemy as sa
@@ -175,9 +177,12 @@ async def driver_of(session: AsyncSession | asyncpg.Connection) -> asyncpg.Conne
     await session.flush()
     conn = await session.connection()
     raw = await conn.get_raw_connection()
-    if getattr(raw.dbapi_connection, "_transaction", None) is None:
-        # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs
-        await conn.exec_driver_sql("SELECT 1")
+    adapter: Any = raw.dbapi_connection  # SQLAlchemy's asyncpg adapter
+    if getattr(adapter, "_transaction", None) is None:
+        # SQLAlchemy's asyncpg adapter sends BEGIN before the first statement it runs: begun
+        # here as it would begin it, without a statement of ours (a round trip fewer than a
+        # `SELECT 1` through it)
+        await adapter._start_transaction()
     return await raw_driver(conn)
 
 
@@ -187,6 +192,50 @@ async def raw_driver(conn: AsyncConnection) -> asyncpg.Connection:
     raw = await conn.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
     return driver
+
+
+# one write of a transaction: a statement with `$n` parameters, and their values
+Write = tuple[str, Sequence[Any]]
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+def one_statement(writes: Sequence[Write]) -> Write:
+    """Several writes of a transaction as one statement, sent in one round trip instead of one
+    each: every write but the last becomes a data-modifying CTE (`WITH w0 AS (...)`), and their
+    `$n` parameters are renumbered in turn. PostgreSQL runs them all on one snapshot, so none may
+    depend on another's rows or touch a row another touches; none may have a RETURNING clause.
+    The statement's text depends only on the writes' texts, so it is prepared once."""
+    if not writes:
+        raise ValueError("no write to send")
+    text = _joined(tuple((text, len(args)) for text, args in writes))
+    return text, [value for _, args in writes for value in args]
+
+
+async def execute_writes(driver: asyncpg.Connection, writes: Sequence[Write]) -> None:
+    """`writes` sent as `one_statement`, in the transaction open on `driver`."""
+    text, values = one_statement(writes)
+    await driver.execute(text, *values)
+
+
+@functools.lru_cache(maxsize=256)
+def _joined(writes: tuple[tuple[str, int], ...]) -> str:
+    texts: list[str] = []
+    offset = 0
+    for text, count in writes:
+        numbers = {int(n) for n in _PARAMETER.findall(text)}
+        if numbers != set(range(1, count + 1)):
+            raise ValueError(f"{count} values for parameters {sorted(numbers)}")
+        texts.append(_PARAMETER.sub(functools.partial(_renumbered, offset=offset), text.strip()))
+        offset += count
+    *ctes, last = texts
+    if not ctes:
+        return last
+    with_ = ", ".join(f"w{index} AS ({text})" for index, text in enumerate(ctes))
+    return f"WITH {with_} {last}"
+
+
+def _renumbered(match: re.Match[str], *, offset: int) -> str:
+    return f"${int(match[1]) + offset}"
 
 
 async def ping(engine: AsyncEngine) -> bool:

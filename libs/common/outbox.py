@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from libs.common.clock import Clock
 from libs.common.contract import Contract
-from libs.common.db import HeldConnection, driver_of, outbox
+from libs.common.db import HeldConnection, Write, driver_of, execute_writes, outbox
 from libs.common.envelope import Envelope, KafkaRecord, encode_stored
 from libs.common.kafka import Publisher
 from libs.common.pacing import Pacer
@@ -132,8 +132,13 @@ class StagedRows:
             [e.data.text for e in self.envelopes],
         )
 
+    @property
+    def write(self) -> Write:
+        """The insert, to be sent on its own (`insert`) or with other writes (`execute_writes`)."""
+        return _STAGE_MANY_SQL, [self.source, *self._columns]
+
     async def insert(self, driver: asyncpg.Connection) -> None:
-        await driver.execute(_STAGE_MANY_SQL, self.source, *self._columns)
+        await execute_writes(driver, [self.write])
 
 
 class OutboxMetrics:

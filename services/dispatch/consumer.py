@@ -21,11 +21,11 @@ from prometheus_client import Counter
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import claim_event, claim_events, driver_of
+from libs.common.db import Write, claim_event, claim_events, driver_of, execute_writes
 from libs.common.events import CaseLifecycleEvent, CaseState, CaseSubmitted, Urgency
 from libs.common.ids import new_event_id
 from libs.common.kafka import Delivery
-from libs.common.outbox import stage, stage_many
+from libs.common.outbox import StagedRows, stage
 from libs.common.refdata import WebhookReceiver, WeekdayCalendar
 from libs.common.runtime import Runtime
 from libs.common.topics import CASES_LIFECYCLE
@@ -279,12 +279,11 @@ class _Batch:
     async def write(self, session: Any, *, runtime: Runtime) -> None:
         if not self.cases:
             return
-        driver = await driver_of(session)
-        await driver.execute(_INSERT_CASES, *_columns(self.cases, _CASE_COLUMNS))
-        # new cases: nobody follows them yet
-        await write_transitions(driver, events=self.events, runtime=runtime)
+        writes: list[Write] = [(_INSERT_CASES, _columns(self.cases, _CASE_COLUMNS))]
         if self.deliveries:
-            await driver.execute(_INSERT_DELIVERIES, *_columns(self.deliveries, _DELIVERY_COLUMNS))
+            writes.append((_INSERT_DELIVERIES, _columns(self.deliveries, _DELIVERY_COLUMNS)))
+        # new cases: nobody follows them yet. The batch's writes are one statement
+        await write_transitions(session, events=self.events, runtime=runtime, writes=writes)
 
 
 # new cases and deliveries in one statement each, from arrays (`case_values`, `delivery_values`)
@@ -590,9 +589,12 @@ async def record_transitions(
     *,
     events: Sequence[CaseLifecycleEvent],
     runtime: Runtime,
+    writes: Sequence[Write] = (),
 ) -> None:
     """`record_transition` of many events, in order, with set-based statements: one search for
-    the followers of them all, and multi-row inserts of the audit rows and staged events."""
+    the followers of them all, and multi-row inserts of the audit rows and staged events, sent
+    in one statement with `writes` (other writes of the transaction, which must not touch the
+    followers)."""
     driver = await driver_of(session)
     primaries = sorted({e.case_id for e in events if e.merged_into is None})
     followers: dict[str, list[CaseView]] = {}
@@ -612,7 +614,7 @@ async def record_transitions(
             staged.extend(outcome.events)
     if moved:
         await driver.executemany(_STORE_VIEW, [_view_args(v, at) for v, at in moved.values()])
-    await write_transitions(driver, events=staged, runtime=runtime)
+    await write_transitions(driver, events=staged, runtime=runtime, writes=writes)
 
 
 # the followers of many cases (并案), locked, with the columns of their view
@@ -663,22 +665,28 @@ async def write_transitions(
     *,
     events: Sequence[CaseLifecycleEvent],
     runtime: Runtime,
+    writes: Sequence[Write] = (),
 ) -> None:
-    """The audit rows and staged `cases.lifecycle` events of transitions (no followers)."""
+    """The audit rows and staged `cases.lifecycle` events of transitions (no followers), in one
+    statement with `writes`, the transaction's other writes that do not depend on them."""
+    writes = [*writes, *transition_writes(events, runtime=runtime)]
+    if writes:
+        await execute_writes(await driver_of(session), writes)
+
+
+def transition_writes(events: Sequence[CaseLifecycleEvent], *, runtime: Runtime) -> list[Write]:
+    """The inserts of `write_transitions`: the staged events, then their audit rows."""
     if not events:
-        return
-    driver = await driver_of(session)
-    envelopes = await stage_many(
-        driver,
-        topic=CASES_LIFECYCLE,
-        events=[(event, event.case_id, event.at) for event in events],
+        return []
+    staged = StagedRows(
+        [(CASES_LIFECYCLE, event, event.case_id, event.at) for event in events],
         source=runtime.source,
     )
     rows = [
         history_values(event, event_id=envelope.id)
-        for event, envelope in zip(events, envelopes, strict=True)
+        for event, envelope in zip(events, staged.envelopes, strict=True)
     ]
-    await driver.execute(_HISTORY_ROWS, *([row[name] for row in rows] for name in _HISTORY_ORDER))
+    return [staged.write, (_HISTORY_ROWS, [[row[name] for row in rows] for name in _HISTORY_ORDER])]
 
 
 _HISTORY_ORDER = (

@@ -29,7 +29,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import HeldConnection
+from libs.common.db import HeldConnection, Write, execute_writes
 from libs.common.events import CaseState, RoutingSnapshot, Urgency
 from libs.common.logs import log_context
 from libs.common.refdata import ReferenceData, WebhookReceiver
@@ -638,12 +638,12 @@ class Deliverer:
                 labels.append((row.department, label))
                 if label == DeliveryStatus.DELIVERED.value:
                     delivered.append(row)
-            if changed:
-                await driver.execute(_RECORD, *_record_columns(changed.values()))
             await _store_receivers(
                 driver, [r for code, r in receivers.items() if r != before[code]]
             )
-            await self._assign(driver, delivered)
+            # the answers' writes and the assignments' in one statement
+            writes: list[Write] = [(_RECORD, _record_columns(changed.values()))] if changed else []
+            await self._assign(driver, delivered, writes=writes)
         for department, label in labels:
             metrics.attempts.labels(department, label).inc()
 
@@ -748,10 +748,15 @@ class Deliverer:
                 after.failures,
             )
 
-    async def _assign(self, driver: asyncpg.Connection, delivered: Sequence[_Answered]) -> None:
+    async def _assign(
+        self, driver: asyncpg.Connection, delivered: Sequence[_Answered], *, writes: list[Write]
+    ) -> None:
         """The cases of these deliveries are their departments' now (each one's transition from
-        its state at that moment: one that moved on meanwhile is left as it is)."""
+        its state at that moment: one that moved on meanwhile is left as it is), written in one
+        statement with `writes`."""
         if not delivered:
+            if writes:
+                await execute_writes(driver, writes)
             return
         cases = {
             row["case_id"]: _Assigning(*row)
@@ -785,12 +790,16 @@ class Deliverer:
             cases[case.case_id] = case._replace(state=event.to_state.value, version=event.version)
             events.append(event)
         if events:
-            await driver.execute(
-                _ASSIGNED,
-                [e.case_id for e in events],
-                [e.to_state.value for e in events],
-                [e.version for e in events],
-                [e.department for e in events],
-                [e.at for e in events],
+            writes.append(
+                (
+                    _ASSIGNED,
+                    [
+                        [e.case_id for e in events],
+                        [e.to_state.value for e in events],
+                        [e.version for e in events],
+                        [e.department for e in events],
+                        [e.at for e in events],
+                    ],
+                )
             )
-        await record_transitions(driver, events=events, runtime=self._runtime)
+        await record_transitions(driver, events=events, runtime=self._runtime, writes=writes)

@@ -28,6 +28,7 @@ from libs.common.db import (
     claim_event,
     create_engine,
     migrate,
+    one_statement,
     ping,
     plumbing,
     session_factory,
@@ -309,6 +310,45 @@ async def test_a_statement_outside_a_transaction_survives_a_stale_connection_onc
         async with held.transaction() as conn:  # each committed on its own, once
             assert await conn.fetch("SELECT n FROM marks ORDER BY n") == [(1,), (2,)]
             assert await conn.fetchval("SELECT pg_backend_pid()") != first_pid
+
+
+async def test_several_writes_go_as_one_statement_with_their_parameters_renumbered(
+    isolation: Isolation, admin: AsyncEngine
+) -> None:
+    """`one_statement` sends a transaction's independent writes in one round trip: each lands,
+    with its own values, and a write whose values do not fit its parameters is refused before
+    anything is sent."""
+    marks = ("INSERT INTO marks SELECT unnest($1::int[]), $2", [[1, 2], "first"])
+    more = ("INSERT INTO marks SELECT unnest($1::int[]), $2", [[3], "second"])
+    renamed = ("UPDATE other SET label = $2 WHERE n = $1", [7, "seventh"])
+    text, values = one_statement([marks, more, renamed])
+    assert text.startswith("WITH w0 AS (INSERT INTO marks SELECT unnest($1::int[]), $2), ")
+    assert "w1 AS (INSERT INTO marks SELECT unnest($3::int[]), $4)" in text
+    assert text.endswith("UPDATE other SET label = $6 WHERE n = $5")
+    assert values == [[1, 2], "first", [3], "second", 7, "seventh"]
+    assert one_statement([more]) == (more[0], more[1])  # alone: as it is
+
+    columns = "n int, label text"
+    async with (
+        _held_marks(isolation, admin, "one_statement", columns) as held,
+        held.transaction() as conn,
+    ):
+        await conn.execute("CREATE TABLE other (n int PRIMARY KEY, label text)")
+        await conn.execute("INSERT INTO other VALUES (7, 'unnamed'), (8, 'eighth')")
+        assert await conn.execute(text, *values) == "UPDATE 1"
+        assert await conn.fetch("SELECT n, label FROM marks ORDER BY n") == [
+            (1, "first"),
+            (2, "first"),
+            (3, "second"),
+        ]
+        assert await conn.fetch("SELECT n, label FROM other ORDER BY n") == [
+            (7, "seventh"),
+            (8, "eighth"),
+        ]
+    with pytest.raises(ValueError, match=r"1 values for parameters \[1, 2\]"):
+        one_statement([marks, ("INSERT INTO marks VALUES ($1, $2)", [9])])
+    with pytest.raises(ValueError, match="no write"):
+        one_statement([])
 
 
 @contextlib.asynccontextmanager

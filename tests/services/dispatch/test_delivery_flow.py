@@ -508,10 +508,10 @@ async def test_a_round_of_successes_leaves_its_receivers_unlocked_for_leasing_a_
         inside, release = asyncio.Event(), asyncio.Event()
         assign = deliverer._assign
 
-        async def held_inside_the_round(driver: Any, delivered: Any) -> None:
+        async def held_inside_the_round(driver: Any, delivered: Any, **writes: Any) -> None:
             inside.set()
             await release.wait()
-            await assign(driver, delivered)
+            await assign(driver, delivered, **writes)
 
         monkeypatch.setattr(deliverer, "_assign", held_inside_the_round)
         if answer != 200:
