@@ -18,10 +18,9 @@ from typing import Any
 import asyncpg
 import sqlalchemy as sa
 from prometheus_client import Counter
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import Write, claim_event, claim_events, driver_of, execute_writes
+from libs.common.db import Write, claim_event, driver_of, execute_writes
 from libs.common.events import CaseLifecycleEvent, CaseState, CaseSubmitted, Urgency
 from libs.common.ids import new_event_id
 from libs.common.kafka import Delivery
@@ -55,9 +54,30 @@ _C = _CASES.c
 _HISTORY = CaseHistoryRow.__table__  # type: ignore[attr-defined]
 _DELIVERIES = DeliveryRow.__table__  # type: ignore[attr-defined]
 _CLOSED = ("closed", "cancelled")
-# which of a batch's cases are stored already: one statement whatever the batch's size (an IN
-# list is another statement text, prepared again, for each size)
-_STORED = "SELECT case_id FROM cases WHERE case_id = ANY($1::text[])"
+# a batch's reads in one statement (SubmittedCases._read): its events claimed, its cases stored
+# already, and the duplicate candidates near its cases. The state and merge conditions are
+# written out so that the partial index cases_duplicate_candidates serves every plan.
+_READ_BATCH = """
+    WITH claimed AS (
+        INSERT INTO processed_events (consumer, event_id, processed_at)
+        SELECT $1, unnest($2::text[]), $3
+        ON CONFLICT DO NOTHING
+        RETURNING event_id
+    )
+    SELECT 'claimed' AS kind, event_id AS key, NULL::int AS wanted, NULL::float8 AS lat,
+        NULL::float8 AS lon
+    FROM claimed
+    UNION ALL
+    SELECT 'stored', case_id, NULL, NULL, NULL FROM cases WHERE case_id = ANY($4::text[])
+    UNION ALL
+    SELECT 'near', c.case_id, w.wanted, c.lat, c.lon
+    FROM unnest($5::int[], $6::text[], $7::float8[], $8::float8[], $9::float8[], $10::float8[])
+         AS w(wanted, category, min_lat, max_lat, min_lon, max_lon)
+    JOIN cases c ON c.category = w.category
+        AND c.lat BETWEEN w.min_lat AND w.max_lat AND c.lon BETWEEN w.min_lon AND w.max_lon
+    WHERE c.created_at >= $11 AND c.merged_into IS NULL
+        AND c.state NOT IN ('closed', 'cancelled')
+"""
 
 
 class RoutingMetrics:
@@ -136,40 +156,31 @@ class SubmittedCases:
         runtime = self._runtime
         now = runtime.clock.now()
         batch = _Batch()
+        payloads = [_submitted(delivery) for delivery in deliveries]
+        places = [position(case) for case in payloads]
+        wanted = [
+            (index, case.category.code, at)
+            for index, (case, at) in enumerate(zip(payloads, places, strict=True))
+            if at is not None and self._merging(case)
+        ]
         async with runtime.sessions() as session, session.begin():
             driver = await driver_of(session)  # the hot statements skip SQLAlchemy
-            claimed = await claim_events(
-                driver,
-                consumer=self._consumer,
-                event_ids=[d.envelope.id for d in deliveries],
-                now=now,
-            )
-            cases: dict[str, CaseSubmitted] = {}
-            for delivery in deliveries:
-                case = delivery.payload
-                assert isinstance(case, CaseSubmitted)  # noqa: S101  # the topic carries only this
+            claimed, stored, nearby = await self._read(driver, deliveries, wanted, now)
+            chosen: dict[str, int] = {}  # case id → index of the delivery that counts
+            for index, delivery in enumerate(deliveries):
                 if delivery.envelope.id in claimed:
                     claimed.discard(delivery.envelope.id)  # a second copy in the batch is not new
-                    cases.setdefault(case.case_id, case)  # a resubmission: the first one counts
-            if not cases:
-                return
-            stored = {row[0] for row in await driver.fetch(_STORED, list(cases))}
-            fresh = [case for case_id, case in cases.items() if case_id not in stored]
-            places = [position(case) for case in fresh]
-            nearby = await _open_cases_near(
-                session,
-                wanted=[
-                    (index, case.category.code, at)
-                    for index, (case, at) in enumerate(zip(fresh, places, strict=True))
-                    if at is not None and self._merging(case)
-                ],
-                now=now,
-                policy=self._duplicates,
-            )
-            for index, (case, at) in enumerate(zip(fresh, places, strict=True)):
-                await self._admit_into(
-                    batch, session, case=case, at=at, nearby=nearby.get(index), now=now
-                )
+                    chosen.setdefault(payloads[index].case_id, index)  # a resubmission: the first
+            for case_id, index in chosen.items():
+                if case_id not in stored:
+                    await self._admit_into(
+                        batch,
+                        session,
+                        case=payloads[index],
+                        at=places[index],
+                        nearby=nearby.get(index),
+                        now=now,
+                    )
             await batch.write(session, runtime=runtime)
         for rule in batch.decisions:
             self._metrics.decisions.labels(rule).inc()
@@ -177,6 +188,45 @@ class SubmittedCases:
             self._metrics.merged.labels(category).inc()
         if batch.cases:
             self._on_commit()
+
+    async def _read(
+        self,
+        driver: asyncpg.Connection,
+        deliveries: Sequence[Delivery],
+        wanted: Sequence[tuple[int, str, tuple[float, float]]],
+        now: datetime,
+    ) -> tuple[set[str], set[str], dict[int, list[Candidate]]]:
+        """What a batch needs to know, in one statement: which of its events are new to this
+        consumer (claimed now), which of its cases are stored already, and for each wanted
+        delivery (index, category, position) the open unmerged cases of its category within its
+        box (`_open_case_near`'s search). The last two are asked for every case of the batch;
+        only those of claimed events are used."""
+        areas = [box(at, self._duplicates.distance_meters) for _, _, at in wanted]
+        rows = await driver.fetch(
+            _READ_BATCH,
+            self._consumer,
+            list(dict.fromkeys(d.envelope.id for d in deliveries)),
+            now,
+            list({_submitted(d).case_id for d in deliveries}),
+            [index for index, _, _ in wanted],
+            [category for _, category, _ in wanted],
+            [a.min_lat for a in areas],
+            [a.max_lat for a in areas],
+            [a.min_lon for a in areas],
+            [a.max_lon for a in areas],
+            now - self._duplicates.window,
+        )
+        claimed: set[str] = set()
+        stored: set[str] = set()
+        nearby: dict[int, list[Candidate]] = {index: [] for index, _, _ in wanted}
+        for kind, key, index, lat, lon in rows:
+            if kind == "claimed":
+                claimed.add(key)
+            elif kind == "stored":
+                stored.add(key)
+            else:
+                nearby[index].append(Candidate(key, lat, lon))
+        return claimed, stored, nearby
 
     async def _admit_into(
         self,
@@ -262,6 +312,12 @@ class SubmittedCases:
         values["state"] = assigned.to_state.value
         values["version"] = assigned.version
         return assigned
+
+
+def _submitted(delivery: Delivery) -> CaseSubmitted:
+    case = delivery.payload
+    assert isinstance(case, CaseSubmitted)  # noqa: S101  # the topic carries only this type
+    return case
 
 
 @dataclass
@@ -444,54 +500,6 @@ async def _locked_open_case(session: Any, case_id: str) -> CaseRow | None:
     if row is None or row.merged_into is not None or row.state in _CLOSED:
         return None
     return row
-
-
-async def _open_cases_near(
-    session: Any,
-    *,
-    wanted: Sequence[tuple[int, str, tuple[float, float]]],
-    now: datetime,
-    policy: DuplicatePolicy,
-) -> dict[int, list[Candidate]]:
-    """`_open_case_near`'s search for many new cases (index, category, position) in one
-    statement: per index, the open unmerged cases of its category within its box."""
-    if not wanted:
-        return {}
-    areas = [box(at, policy.distance_meters) for _, _, at in wanted]
-    search = (
-        sa.func.unnest(
-            sa.bindparam("index", [i for i, _, _ in wanted], type_=ARRAY(sa.Integer)),
-            sa.bindparam("category", [c for _, c, _ in wanted], type_=ARRAY(sa.String)),
-            sa.bindparam("min_lat", [a.min_lat for a in areas], type_=ARRAY(sa.Float)),
-            sa.bindparam("max_lat", [a.max_lat for a in areas], type_=ARRAY(sa.Float)),
-            sa.bindparam("min_lon", [a.min_lon for a in areas], type_=ARRAY(sa.Float)),
-            sa.bindparam("max_lon", [a.max_lon for a in areas], type_=ARRAY(sa.Float)),
-        )
-        .table_valued("index", "category", "min_lat", "max_lat", "min_lon", "max_lon")
-        .render_derived(name="wanted")
-    )
-    rows = (
-        await session.execute(
-            sa.select(search.c.index, _C.case_id, _C.lat, _C.lon)
-            .join(
-                search,
-                sa.and_(
-                    _C.category == search.c.category,
-                    _C.lat.between(search.c.min_lat, search.c.max_lat),
-                    _C.lon.between(search.c.min_lon, search.c.max_lon),
-                ),
-            )
-            .where(
-                _C.created_at >= now - policy.window,
-                _C.merged_into.is_(None),
-                _C.state.not_in(_CLOSED),
-            )
-        )
-    ).all()
-    found: dict[int, list[Candidate]] = {index: [] for index, _, _ in wanted}
-    for row in rows:
-        found[row.index].append(Candidate(row.case_id, row.lat, row.lon))
-    return found
 
 
 def view_of(row: CaseRow) -> CaseView:

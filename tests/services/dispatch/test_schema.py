@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from libs.common.db import migrate
+from services.dispatch.consumer import _READ_BATCH
 from services.dispatch.webhooks import _IN_FLIGHT
 from tests.factories import Isolation
 
@@ -94,6 +95,32 @@ async def test_cases_keep_the_indexes_their_queries_use(isolation: Isolation) ->
     ]
     for (query, plan), index in zip(plans.items(), used, strict=True):
         assert index in plan, query
+
+
+async def test_a_batch_s_duplicate_search_uses_the_candidates_index_in_a_generic_plan(
+    isolation: Isolation,
+) -> None:
+    """The consumer's reads are one prepared statement, which PostgreSQL may plan once for any
+    values (a generic plan): the search for duplicate candidates writes its state condition
+    out, so that the partial index `cases_duplicate_candidates` still serves it."""
+    schema = isolation.schema("dispatch")
+    await migrate(database_url=isolation.database_url, schema=schema, versions_dir=VERSIONS)
+    driver = await asyncpg.connect(isolation.database_url.replace("+asyncpg", ""))
+    try:
+        await driver.execute(f'SET search_path TO "{schema}"')
+        await driver.execute("SET enable_seqscan = off")
+        await driver.execute("SET plan_cache_mode = force_generic_plan")
+        await driver.execute(f"PREPARE reads AS {_READ_BATCH}")
+        plan = str(
+            await driver.fetchval(
+                "EXPLAIN (FORMAT JSON) EXECUTE reads('dispatch.submitted', ARRAY['event-1'],"
+                " now(), ARRAY['case-1'], ARRAY[0], ARRAY['city.garbage'], ARRAY[30.0],"
+                " ARRAY[30.1], ARRAY[120.0], ARRAY[120.1], now() - interval '24 hours')"
+            )
+        )
+    finally:
+        await driver.close()
+    assert '"Index Name": "cases_duplicate_candidates"' in plan
 
 
 async def test_a_lease_round_counts_a_department_s_attempts_in_flight_up_to_its_window(
