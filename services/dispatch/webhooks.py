@@ -189,15 +189,6 @@ class _Receiver:
 
 # The hot statements of the delivery loop, run straight through asyncpg on connections the loop
 # holds (libs.common.db.HeldConnection).
-# which of these departments have a delivery due: an index probe each (deliveries_due), not a
-# count of the whole backlog
-_DUE = """
-    SELECT w.department FROM unnest($1::text[]) AS w(department)
-    WHERE EXISTS (
-        SELECT 1 FROM deliveries d
-        WHERE d.status = 'pending' AND d.department = w.department AND d.next_attempt_at <= $2
-    )
-"""
 _RECEIVER_COLUMNS = (
     "department, disabled, disabled_at, reason, consecutive_failures, open_until,"
     " cooldown_seconds, probing, updated_at"
@@ -206,8 +197,6 @@ _RECEIVERS = f"""
     SELECT {_RECEIVER_COLUMNS} FROM receivers
     WHERE department = ANY($1::text[]) ORDER BY department FOR UPDATE
 """  # noqa: S608  # constant column names
-# another instance leasing for a department holds its row: it is skipped, not waited for
-_RECEIVERS_SKIP_LOCKED = _RECEIVERS.replace("FOR UPDATE", "FOR UPDATE SKIP LOCKED")
 # read only: a round of successes leaves a closed breaker as it is (see Deliverer._record)
 _RECEIVERS_UNLOCKED = _RECEIVERS.replace("FOR UPDATE", "")
 _ENSURE_RECEIVERS = """
@@ -220,23 +209,36 @@ _STORE_RECEIVERS = """
         updated_at = $9
     WHERE department = $1
 """
-# attempts this instance has had answered but not yet recorded are no longer in flight at the
-# receiver: left out, so a department's window refills as answers come, not as they are recorded
-_IN_FLIGHT = """
-    SELECT w.department, (
+# A lease round's first statement: of these departments, those with a delivery due (an index
+# probe each, deliveries_due, not a count of the backlog), their receiver rows locked (another
+# instance leasing for a department holds its row: it is skipped, not waited for), and each
+# one's attempts in flight.
+# - In flight: attempts this instance has had answered but not yet recorded ($3) are no longer
+#   in flight at the receiver, so a department's window refills as answers come, not as they
+#   are recorded.
+# - Counted up to the department's window ($4), row by row on deliveries_leased (only a delivery
+#   in flight has leased_until: an answer clears it). Each lease leaves a dead entry in that
+#   index until a vacuum: a plain index scan marks them dead once and then skips them, whereas a
+#   grouped count was planned as a bitmap scan that read them all again every round (2-4 ms a
+#   round under load; tests/services/dispatch/test_schema.py).
+_DUE_RECEIVERS = f"""
+    SELECT {", ".join("r." + c.strip() for c in _RECEIVER_COLUMNS.split(","))}, (
         SELECT count(*) FROM (
             SELECT 1 FROM deliveries d
             WHERE d.department = w.department AND d.leased_until > $2
                 AND d.delivery_id <> ALL($3::text[])
             LIMIT w.cap
         ) AS leased
-    ) FROM unnest($1::text[], $4::int[]) AS w(department, cap)
-"""
-# per department up to its window ($4), row by row on deliveries_leased (only a delivery in
-# flight has leased_until: an answer clears it). Each lease leaves a dead entry in that index
-# until a vacuum: a plain index scan marks them dead once and then skips them, whereas a
-# grouped count was planned as a bitmap scan that read them all again every round (2-4 ms a
-# round under load; tests/services/dispatch/test_schema.py)
+    ) AS in_flight
+    FROM unnest($1::text[], $4::int[]) AS w(department, cap)
+    JOIN receivers r ON r.department = w.department
+    WHERE EXISTS (
+        SELECT 1 FROM deliveries d
+        WHERE d.status = 'pending' AND d.department = w.department AND d.next_attempt_at <= $2
+    )
+    ORDER BY r.department
+    FOR UPDATE OF r SKIP LOCKED
+"""  # noqa: S608  # constant column names
 # per department its oldest due deliveries up to its free slots, locked and leased at once
 _PICK = """
     WITH picked AS (
@@ -368,12 +370,14 @@ class Deliverer:
         self._answered: list[tuple[Leased, Attempt]] = []  # attempts not yet recorded
         self._recording_now: list[tuple[Leased, Attempt]] = []  # the recorder's current round
         self._to_record = asyncio.Event()
+        self._locked_in_round = False  # the recorder's current round locked receivers
         # whether the last lease round left due deliveries waiting for a free slot: only then
         # does a finished attempt wake the loop (new cases wake it through `wake`)
         self._short_of_slots = True
         # the lease loop and the recorder each keep a connection: no pool round trip per round
         self._leasing = HeldConnection(runtime.engine)
         self._departments = sorted(secrets)
+        self._receivers_made = False  # a receivers row per department (made at the first round)
         self._recording = HeldConnection(runtime.engine)
 
     def wake(self) -> None:
@@ -392,6 +396,7 @@ class Deliverer:
                     await self.start_due()
                 except Exception as exc:  # database away: keep going, the rows are still there
                     log.warning("delivery round failed: %s", type(exc).__name__)
+                    self._receivers_made = False  # a database restored meanwhile: made again
                     await asyncio.sleep(1)
                 # a round leases every due delivery its free slots allow: another round right
                 # away would find nothing (three round trips for it). What can change that wakes
@@ -419,6 +424,7 @@ class Deliverer:
             if not answered:
                 continue
             self._recording_now = answered
+            self._locked_in_round = False
             try:
                 await self._record(answered)
             except Exception as exc:  # the database away: keep the answers while leases hold
@@ -436,8 +442,10 @@ class Deliverer:
             finally:
                 self._recording_now = []
             self._runtime.relay.wake()
-            if self._short_of_slots:
-                self._wake.set()  # a retry or a breaker may have changed what may go now
+            if self._short_of_slots or self._locked_in_round:
+                # a retry or a breaker may have changed what may go now; a lease round that
+                # met the receivers this round locked skipped their departments
+                self._wake.set()
 
     def _keep_unrecorded(
         self, answered: Sequence[tuple[Leased, Attempt]]
@@ -471,27 +479,32 @@ class Deliverer:
             self._wake.set()  # its slot is free, and a due delivery waits for one
 
     async def _lease(self, capacity: int) -> list[Leased]:
-        """One transaction of four statements whatever the number of departments: the webhook
-        departments with a delivery due, their receivers locked, their attempts in flight, and
-        per department its oldest due deliveries up to its free slots, locked and leased."""
+        """One transaction of two statements whatever the number of departments: the webhook
+        departments with a delivery due, their receivers locked and their attempts in flight;
+        then per department its oldest due deliveries up to its free slots, locked and leased."""
         settings = self._settings
         now = self._runtime.clock.now()
         until = now + timedelta(seconds=settings.delivery_lease_seconds)
+        if not self._receivers_made:  # once: the lease statement finds receivers, not makes them
+            departments = self._departments
+            await self._leasing.autocommit(
+                lambda driver: driver.execute(_ENSURE_RECEIVERS, departments, now)
+            )
+            self._receivers_made = True
         async with self._leasing.transaction() as driver:
             # only webhook departments: another's deliveries wait (they are not lost)
-            due = [row["department"] for row in await driver.fetch(_DUE, self._departments, now)]
-            self._short_of_slots = bool(due)  # until this round shows every due one leased
-            if not due:
-                return []
-            receivers = await self._locked_receivers(driver, due, now, skip_locked=True)
-            usable = [r for r in receivers if not r.disabled]
             answered = [d.delivery_id for d, _ in (*self._recording_now, *self._answered)]
-            departments = [r.department for r in usable]
-            windows = [self._window(department) for department in departments]
-            in_flight = dict(await driver.fetch(_IN_FLIGHT, departments, now, answered, windows))
+            windows = [self._window(department) for department in self._departments]
+            found = await driver.fetch(_DUE_RECEIVERS, self._departments, now, answered, windows)
+            self._short_of_slots = bool(found)  # until this round shows every due one leased
+            if not found:
+                return []
+            due = [row["department"] for row in found]
+            in_flight = {row["department"]: row["in_flight"] for row in found}
+            usable = [r for r in (_Receiver(*row[:-1]) for row in found) if not r.disabled]
             slots: dict[str, int] = {}
             for receiver in usable:
-                free = self._slots(receiver, now, capacity, in_flight.get(receiver.department, 0))
+                free = self._slots(receiver, now, capacity, in_flight[receiver.department])
                 if free > 0:
                     slots[receiver.department] = free
                     capacity -= free
@@ -531,20 +544,13 @@ class Deliverer:
         ]
 
     async def _locked_receivers(
-        self,
-        driver: asyncpg.Connection,
-        departments: Sequence[str],
-        now: datetime,
-        *,
-        skip_locked: bool,
+        self, driver: asyncpg.Connection, departments: Sequence[str], now: datetime
     ) -> list[_Receiver]:
-        """The departments' receiver rows, locked (made on first need); with `skip_locked` those
-        another instance holds are left out."""
-        statement = _RECEIVERS_SKIP_LOCKED if skip_locked else _RECEIVERS
-        rows = await driver.fetch(statement, departments)
+        """The departments' receiver rows, locked (made on first need)."""
+        rows = await driver.fetch(_RECEIVERS, departments)
         if len(rows) < len(departments):  # a department's first delivery: make its row
             await driver.execute(_ENSURE_RECEIVERS, departments, now)
-            rows = await driver.fetch(statement, departments)
+            rows = await driver.fetch(_RECEIVERS, departments)
         return [_Receiver(*row) for row in rows]
 
     def _slots(self, receiver: _Receiver, now: datetime, capacity: int, in_flight: int) -> int:
@@ -663,7 +669,8 @@ class Deliverer:
             rows = [_Receiver(*row) for row in await driver.fetch(_RECEIVERS_UNLOCKED, departments)]
             if len(rows) == len(departments) and all(breaker_of(r) == Breaker() for r in rows):
                 return {r.department: r for r in rows}
-        locked = await self._locked_receivers(driver, departments, now, skip_locked=False)
+        self._locked_in_round = True  # the lease loop skips them meanwhile
+        locked = await self._locked_receivers(driver, departments, now)
         return {r.department: r for r in locked}
 
     def _outcome(self, row: _Answered, receiver: _Receiver, attempt: Attempt, now: datetime) -> str:

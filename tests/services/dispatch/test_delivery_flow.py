@@ -533,6 +533,51 @@ async def test_a_round_of_successes_leaves_its_receivers_unlocked_for_leasing_a_
             await stack.lifecycle.wait_for(_is(case.case_id, Transition.ASSIGNED))
 
 
+async def test_a_lease_round_that_met_receivers_locked_by_the_recorder_goes_again_after_it(
+    isolation: Isolation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recording round with a failure locks its receivers; a lease round meanwhile skips
+    their departments, as it skips those another instance holds. The recorder then wakes the
+    lease loop, so a case that came meanwhile goes at once, not at the next poll (an hour
+    here) or the next case."""
+    async with dispatch_stack_with(
+        isolation,
+        tmp_path,
+        delivery_breaker_failures=100,
+        delivery_poll_seconds=3600,
+        delivery_base_delay_seconds=3600,
+    ) as stack:
+        deliverer = stack.app.state.deliverer
+        inside, release = asyncio.Event(), asyncio.Event()
+        assign = deliverer._assign
+
+        async def held_inside_the_round(driver: Any, delivered: Any, **writes: Any) -> None:
+            inside.set()
+            await release.wait()
+            await assign(driver, delivered, **writes)
+
+        monkeypatch.setattr(deliverer, "_assign", held_inside_the_round)
+        stack.receiver.fail_next("chengguan", 500)
+        failing, waiting = make_case(), make_case()
+        await publish(stack, failing)
+        await asyncio.wait_for(inside.wait(), WAIT_SECONDS)
+        lease = deliverer._lease
+        rounds: list[int] = []
+
+        async def counted(capacity: int) -> Any:
+            leased = await lease(capacity)
+            rounds.append(len(leased))
+            if not release.is_set():
+                release.set()  # the round that met the lock is over: let the recorder commit
+            return leased
+
+        monkeypatch.setattr(deliverer, "_lease", counted)
+        await publish(stack, waiting)  # its commit wakes the lease loop
+        await stack.lifecycle.wait_for(_is(waiting.case_id, Transition.ASSIGNED))
+        assert rounds[0] == 0  # chengguan's receiver was locked: nothing leased
+        assert sum(stack.receiver.attempts.values()) == 2  # the failure, then the waiting case
+
+
 async def test_answers_that_could_not_be_recorded_are_recorded_in_a_later_round(
     isolation: Isolation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from libs.common.db import migrate
 from services.dispatch.consumer import _READ_BATCH
-from services.dispatch.webhooks import _IN_FLIGHT
+from services.dispatch.webhooks import _DUE_RECEIVERS
 from tests.factories import Isolation
 
 VERSIONS = Path(__file__).resolve().parents[3] / "services" / "dispatch" / "migrations"
@@ -126,7 +126,9 @@ async def test_a_batch_s_duplicate_search_uses_the_candidates_index_in_a_generic
 async def test_a_lease_round_counts_a_department_s_attempts_in_flight_up_to_its_window(
     isolation: Isolation,
 ) -> None:
-    """The in-flight count walks `deliveries_leased` row by row and stops at the window. Every
+    """A lease round's first statement finds the departments with a delivery due, their
+    receivers locked and their attempts in flight. The in-flight count walks
+    `deliveries_leased` row by row and stops at the window. Every
     lease leaves a dead entry in that index until a vacuum; a bitmap scan (what the planner
     took for a grouped count over `status = 'pending'`) reads all of them again each round,
     2-4 ms a round under load, while a plain index scan marks them dead once and skips them."""
@@ -141,9 +143,11 @@ async def test_a_lease_round_counts_a_department_s_attempts_in_flight_up_to_its_
             """
             INSERT INTO deliveries (delivery_id, case_id, department, url, status, attempts,
                 next_attempt_at, payload, created_at, leased_until)
-            SELECT 'msg_' || d || '_' || n, 'case-' || n, d, 'http://x', 'pending', 0, $2::timestamptz, '{}',
-                $1::timestamptz, CASE WHEN n % 3 = 0 THEN $2::timestamptz END
-            FROM generate_series(1, 3000) AS n, unnest(ARRAY['chengguan', 'gongan']) AS d
+            SELECT 'msg_' || d || '_' || n, 'case-' || n, d, 'http://x', 'pending', 0,
+                $1::timestamptz, '{}', $1::timestamptz,
+                CASE WHEN n % 3 = 0 AND d <> 'weijian' THEN $2::timestamptz END
+            FROM generate_series(1, 3000) AS n,
+                unnest(ARRAY['chengguan', 'gongan', 'weijian']) AS d
             """,
             now,
             until,
@@ -161,13 +165,20 @@ async def test_a_lease_round_counts_a_department_s_attempts_in_flight_up_to_its_
             )
         )
         assert expected == {"chengguan": 111, "gongan": 111}
-        departments = ["chengguan", "gongan", "weijian"]
-        arguments = (departments, now, ["msg_gongan_3"], [8, 500, 8])
-        counted = dict(await driver.fetch(_IN_FLIGHT, *arguments))
-        plan = str(await driver.fetchval(f"EXPLAIN (FORMAT JSON) {_IN_FLIGHT}", *arguments))
+        departments = ["chengguan", "gongan", "minzheng", "weijian"]
+        await driver.execute(
+            "INSERT INTO receivers (department, updated_at) SELECT unnest($1::text[]), $2",
+            departments,
+            now,
+        )
+        arguments = (departments, now, ["msg_gongan_3"], [8, 500, 8, 8])
+        found = await driver.fetch(_DUE_RECEIVERS, *arguments)
+        counted = {row["department"]: row["in_flight"] for row in found}
+        plan = str(await driver.fetchval(f"EXPLAIN (FORMAT JSON) {_DUE_RECEIVERS}", *arguments))
     finally:
         await driver.close()
-    # at most each department's window; an attempt answered but not yet recorded left out
+    # at most each department's window; an attempt answered but not yet recorded left out;
+    # minzheng has nothing due
     assert counted == {"chengguan": 8, "gongan": 110, "weijian": 0}
     assert "Bitmap" not in plan
     assert '"Index Name": "deliveries_leased"' in plan
