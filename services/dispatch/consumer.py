@@ -114,8 +114,7 @@ class SubmittedCases:
         self._metrics = RoutingMetrics(runtime)
 
     async def __call__(self, delivery: Delivery) -> None:
-        case = delivery.payload
-        assert isinstance(case, CaseSubmitted)  # noqa: S101  # the topic carries only this type
+        case = _submitted(delivery)
         runtime = self._runtime
         now = runtime.clock.now()
         async with runtime.sessions() as session, session.begin():
@@ -165,7 +164,7 @@ class SubmittedCases:
         ]
         async with runtime.sessions() as session, session.begin():
             driver = await driver_of(session)  # the hot statements skip SQLAlchemy
-            claimed, stored, nearby = await self._read(driver, deliveries, wanted, now)
+            claimed, stored, nearby = await self._read(driver, deliveries, payloads, wanted, now)
             chosen: dict[str, int] = {}  # case id → index of the delivery that counts
             for index, delivery in enumerate(deliveries):
                 if delivery.envelope.id in claimed:
@@ -193,6 +192,7 @@ class SubmittedCases:
         self,
         driver: asyncpg.Connection,
         deliveries: Sequence[Delivery],
+        payloads: Sequence[CaseSubmitted],
         wanted: Sequence[tuple[int, str, tuple[float, float]]],
         now: datetime,
     ) -> tuple[set[str], set[str], dict[int, list[Candidate]]]:
@@ -207,7 +207,7 @@ class SubmittedCases:
             self._consumer,
             list(dict.fromkeys(d.envelope.id for d in deliveries)),
             now,
-            list({_submitted(d).case_id for d in deliveries}),
+            list({case.case_id for case in payloads}),
             [index for index, _, _ in wanted],
             [category for _, category, _ in wanted],
             [a.min_lat for a in areas],
