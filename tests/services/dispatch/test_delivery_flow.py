@@ -496,6 +496,23 @@ async def test_a_receiver_s_own_concurrency_overrides_the_deployment_s(
         assert slow.most == 1
 
 
+def hold_recording_rounds(
+    deliverer: Any, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Each recording round stops inside its transaction, its receivers read or locked, until
+    released: (set when a round is inside, set to let it go on)."""
+    inside, release = asyncio.Event(), asyncio.Event()
+    assign = deliverer._assign
+
+    async def held_inside_the_round(driver: Any, delivered: Any, **writes: Any) -> None:
+        inside.set()
+        await release.wait()
+        await assign(driver, delivered, **writes)
+
+    monkeypatch.setattr(deliverer, "_assign", held_inside_the_round)
+    return inside, release
+
+
 @pytest.mark.parametrize("answer", [200, 500])
 async def test_a_round_of_successes_leaves_its_receivers_unlocked_for_leasing_a_failure_locks(
     isolation: Isolation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: int
@@ -505,15 +522,7 @@ async def test_a_round_of_successes_leaves_its_receivers_unlocked_for_leasing_a_
     would wait for its commit); a round with a failure moves the breaker, so it locks."""
     async with dispatch_stack_with(isolation, tmp_path, delivery_breaker_failures=100) as stack:
         deliverer = stack.app.state.deliverer
-        inside, release = asyncio.Event(), asyncio.Event()
-        assign = deliverer._assign
-
-        async def held_inside_the_round(driver: Any, delivered: Any, **writes: Any) -> None:
-            inside.set()
-            await release.wait()
-            await assign(driver, delivered, **writes)
-
-        monkeypatch.setattr(deliverer, "_assign", held_inside_the_round)
+        inside, release = hold_recording_rounds(deliverer, monkeypatch)
         if answer != 200:
             stack.receiver.fail_next("chengguan", answer)
         case = make_case()
@@ -548,15 +557,7 @@ async def test_a_lease_round_that_met_receivers_locked_by_the_recorder_goes_agai
         delivery_base_delay_seconds=3600,
     ) as stack:
         deliverer = stack.app.state.deliverer
-        inside, release = asyncio.Event(), asyncio.Event()
-        assign = deliverer._assign
-
-        async def held_inside_the_round(driver: Any, delivered: Any, **writes: Any) -> None:
-            inside.set()
-            await release.wait()
-            await assign(driver, delivered, **writes)
-
-        monkeypatch.setattr(deliverer, "_assign", held_inside_the_round)
+        inside, release = hold_recording_rounds(deliverer, monkeypatch)
         stack.receiver.fail_next("chengguan", 500)
         failing, waiting = make_case(), make_case()
         await publish(stack, failing)
