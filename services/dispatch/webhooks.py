@@ -213,6 +213,10 @@ _STORE_RECEIVERS = """
 # probe each, deliveries_due, not a count of the backlog), their receiver rows locked (another
 # instance leasing for a department holds its row: it is skipped, not waited for), and each
 # one's attempts in flight.
+# - Due: a LATERAL subquery with LIMIT 1, which PostgreSQL runs once per department. Written as
+#   EXISTS it became a semi-join, and the generic plan of the prepared statement (a table of a
+#   few thousand deliveries) read every due delivery and sorted them by department: ~1,000
+#   buffers and 3-5 ms a round while a backlog was delivered, against ~30 buffers now.
 # - In flight: attempts this instance has had answered but not yet recorded ($3) are no longer
 #   in flight at the receiver, so a department's window refills as answers come, not as they
 #   are recorded.
@@ -231,11 +235,12 @@ _DUE_RECEIVERS = f"""
         ) AS leased
     ) AS in_flight
     FROM unnest($1::text[], $4::int[]) AS w(department, cap)
-    JOIN receivers r ON r.department = w.department
-    WHERE EXISTS (
+    CROSS JOIN LATERAL (
         SELECT 1 FROM deliveries d
         WHERE d.status = 'pending' AND d.department = w.department AND d.next_attempt_at <= $2
-    )
+        LIMIT 1
+    ) AS due
+    JOIN receivers r ON r.department = w.department
     ORDER BY r.department
     FOR UPDATE OF r SKIP LOCKED
 """  # noqa: S608  # constant column names

@@ -4,6 +4,7 @@ update that changes an indexed column writes a new entry into every index of the
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -183,3 +184,53 @@ async def test_a_lease_round_counts_a_department_s_attempts_in_flight_up_to_its_
     assert "Bitmap" not in plan
     assert '"Index Name": "deliveries_leased"' in plan
     assert '"Node Type": "Limit"' in plan
+
+
+async def test_a_lease_round_probes_each_department_for_a_due_delivery_whatever_the_backlog(
+    isolation: Isolation,
+) -> None:
+    """Which departments have a delivery due is one index probe each. asyncpg prepares the
+    statement and PostgreSQL may plan it once for any values (a generic plan); with an EXISTS
+    that plan, for a table of a few thousand deliveries, was a semi-join that read and sorted
+    every due delivery each round. What the round reads must not grow with the backlog."""
+    schema = isolation.schema("dispatch")
+    await migrate(database_url=isolation.database_url, schema=schema, versions_dir=VERSIONS)
+    driver = await asyncpg.connect(isolation.database_url.replace("+asyncpg", ""))
+    departments = ["chengguan", "gongan", "gongdian", "minzheng", "weijian"]
+    configured = [*departments, "shuzichengguan", "xiaofang", "yingji", "zongzhi"]
+    try:
+        await driver.execute(f'SET search_path TO "{schema}"')
+        now = datetime.now(UTC)
+        await driver.execute(
+            "INSERT INTO receivers (department, updated_at) SELECT unnest($1::text[]), $2",
+            configured,
+            now,
+        )
+        await driver.execute("ANALYZE deliveries")  # the statistics of an empty table
+        await driver.execute(
+            """
+            INSERT INTO deliveries (delivery_id, case_id, department, url, status, attempts,
+                next_attempt_at, payload, created_at)
+            SELECT 'msg_' || d || '_' || n, 'case-' || n, d, 'http://x', 'pending', 0,
+                $1::timestamptz - make_interval(secs => n / 1000.0), '{}', $1::timestamptz
+            FROM generate_series(1, 1700) AS n, unnest($2::text[]) AS d
+            """,
+            now,
+            departments,
+        )
+        pages = await driver.fetchval("SELECT pg_relation_size('deliveries') / 8192")
+        await driver.execute("SET plan_cache_mode = force_generic_plan")
+        await driver.execute(f"PREPARE due AS {_DUE_RECEIVERS}")
+        arguments = "(ARRAY[{}], now(), ARRAY['msg_x'], ARRAY[{}])".format(
+            ", ".join(f"'{d}'" for d in configured), ", ".join("8" for _ in configured)
+        )
+        found = await driver.fetch(f"EXECUTE due{arguments}")
+        plan = await driver.fetchval(
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE due{arguments}"
+        )
+    finally:
+        await driver.close()
+    assert [row["department"] for row in found] == departments
+    assert pages > 100  # the due deliveries span this many pages ...
+    read = json.loads(plan)[0]["Plan"]["Shared Hit Blocks"]
+    assert read < 60, read  # ... the round reads a few per department (~200 with the EXISTS)
