@@ -144,7 +144,7 @@ def decode(
     if value is None:
         raise EnvelopeError("record has no value")
     try:
-        data = json.loads(value.decode("utf-8"), parse_constant=_refuse_constant)
+        data = _JSON.decode(value.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise EnvelopeError(f"value is not JSON (UTF-8): {exc}") from exc
     time = _parse_time(attributes.get("time"))
@@ -169,6 +169,11 @@ def decode(
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+# one decoder for every record: json.loads with an argument builds a new one per call (a third
+# of the time it takes to decode a lifecycle event)
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _parse_time(text: str | None) -> datetime:

@@ -174,6 +174,8 @@ GOOD_VALUE = encode(make_envelope()).value
         (replaced("ce_specversion", b"0.3"), GOOD_VALUE, "unsupported specversion '0.3'"),
         (good_headers(), b"{not json", "value is not JSON"),
         (good_headers(), b"\xff\xfe\x00", "value is not JSON"),
+        (good_headers(), b'{"x": NaN}', "NaN is not JSON"),
+        (good_headers(), b'{"x": -Infinity}', "-Infinity is not JSON"),
         (replaced("ce_subject", b"\xff\xfe"), GOOD_VALUE, "header 'ce_subject' is not UTF-8"),
         (without("ce_time"), GOOD_VALUE, "missing ce_time"),
         (replaced("ce_time", b"2025-03-01T08:30:00"), GOOD_VALUE, "is not RFC 3339"),
