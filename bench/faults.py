@@ -44,9 +44,13 @@ Scenarios (`--scenarios`, in this order by default):
   each to the bridge until taken; the bridge is SIGKILLed mid-stream and started again. Checked
   too: every matter the platform filed was taken by the bridge (its links table), reached its
   department once per transition, and the platform got its assignment status back once
-  (12345 `assigned`, 数字城管 `dispatched`). Not exercised: the 数字城管 platform as a
-  department's receiver (tasks gridflow files on it; every department's webhook goes to the
-  bench receiver), and the bridges' pull mode.
+  (12345 `assigned`, 数字城管 `dispatched`).
+- `kill-hotline-bridge-poll`, `kill-citycare-bridge-poll`: the same with the bridge in pull mode
+  (`GRIDFLOW_PARTNER_MODE=poll`): the simulator pushes nothing and serves its matters as a feed,
+  which the bridge reads after a cursor it commits with what each page means; killed mid-stream,
+  it must go on from that cursor, taking nothing twice and missing nothing.
+  Not exercised: the 数字城管 platform as a department's receiver (tasks gridflow files on it;
+  every department's webhook goes to the bench receiver).
 
 schemathesis against the OpenAPI documents is `make contract` (bench/contract.py).
 Prints a row per scenario, writes .run/faults.json and the table into docs/reliability.md
@@ -58,6 +62,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -69,7 +74,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import sqlalchemy as sa
@@ -123,6 +128,8 @@ SCENARIOS = (
     "receiver-down",
     "kill-hotline-bridge",
     "kill-citycare-bridge",
+    "kill-hotline-bridge-poll",
+    "kill-citycare-bridge-poll",
 )
 REQUEST_TIMEOUT = 15.0  # a report's POST without an answer by then counts as unanswered
 SETTLE_SECONDS = 5.0  # after the last first delivery, listen this long for late duplicates
@@ -312,6 +319,9 @@ class Partner:
     id_key: str  # the matter's id in the simulator's answer
     assigned_status: str  # the status update the platform gets when a department holds the case
     samples: int  # matters cycle through this many kinds (file_body's `kind`)
+    # push: the simulator pushes each matter to the bridge until taken; poll: the bridge reads
+    # the simulator's feed after its persisted cursor (GRIDFLOW_PARTNER_MODE)
+    mode: Literal["push", "poll"] = "push"
 
     def file_body(self, number: int) -> dict[str, Any]:
         """A matter of kind `number % samples`, its number in its text (the receiver finds it)."""
@@ -345,6 +355,11 @@ HOTLINE = Partner("hotline", "hotline12345", "/sim/orders", "order_id", "assigne
 # 占道经营, 机动车乱停放 — all city.* filed by the platform, so all routed to 城管 (chengguan)
 CITYCARE = Partner("citycare", "citycare", "/sim/cases", "case_id", "dispatched", 5)
 CITYCARE_DEPARTMENT = "shuzichengguan"  # the platform's own department entry (its bridge's)
+HOTLINE_POLL = dataclasses.replace(HOTLINE, mode="poll")
+CITYCARE_POLL = dataclasses.replace(CITYCARE, mode="poll")
+# the bridges' pause between two reads of a feed that had nothing new (5 s by default): a
+# matter filed meanwhile waits at most this long to be read
+BRIDGE_POLL_SECONDS = 1.0
 
 
 # --- the stack ------------------------------------------------------------------------------------
@@ -473,8 +488,9 @@ class Stack:
     def _bridge(
         self, partner: Partner, found: Servers, config: Path, dispatch_port: int
     ) -> dict[str, Service]:
-        """The partner's bridge (push mode) and the platform's simulator pushing to it, as `make
-        run` starts them (deploy/local_stack.py), with the bench's throwaway secrets."""
+        """The partner's bridge and the platform's simulator, as `make run` starts them
+        (deploy/local_stack.py), with the bench's throwaway secrets: the simulator pushes to the
+        bridge (push mode), or serves its feed and the bridge reads it (poll mode)."""
         bridge_port, self.simulator_port = free_port(), free_port()
         shared = {
             "GRIDFLOW_PARTNER_INBOUND_SECRET": department_secret(f"{partner.name}-push"),
@@ -503,7 +519,7 @@ class Stack:
                 partner.system, "partner", ["cases:read", "cases:decide"]
             ),
         }
-        if partner is CITYCARE:  # also the receiver of the platform's department entry
+        if partner.name == CITYCARE.name:  # also the receiver of the platform's department entry
             bridge_env["GRIDFLOW_DEPARTMENT_WEBHOOK_SECRET"] = department_secret(
                 CITYCARE_DEPARTMENT
             )
@@ -512,7 +528,12 @@ class Stack:
             )
         logs = REPO / ".run"
         bridge_url = f"http://127.0.0.1:{bridge_port}"
-        simulator = ["--port", str(self.simulator_port), "--bridge", bridge_url]
+        simulator = ["--port", str(self.simulator_port)]
+        if partner.mode == "poll":  # the simulator serves its feed; the bridge reads it
+            bridge_env["GRIDFLOW_PARTNER_MODE"] = "poll"
+            bridge_env["GRIDFLOW_PARTNER_POLL_SECONDS"] = str(BRIDGE_POLL_SECONDS)
+        else:
+            simulator += ["--bridge", bridge_url]
         return {
             f"{partner.name}_bridge": Service(
                 ["-m", f"services.{partner.name}_bridge"],
@@ -722,8 +743,15 @@ FAULTS: dict[str, Fault] = {
     "kill-sla": _restart("sla"),
     "kill-hotline-bridge": _restart("hotline_bridge"),
     "kill-citycare-bridge": _restart("citycare_bridge"),
+    "kill-hotline-bridge-poll": _restart("hotline_bridge"),
+    "kill-citycare-bridge-poll": _restart("citycare_bridge"),
 }
-BRIDGE_SCENARIOS = {"kill-hotline-bridge": HOTLINE, "kill-citycare-bridge": CITYCARE}
+BRIDGE_SCENARIOS = {
+    "kill-hotline-bridge": HOTLINE,
+    "kill-citycare-bridge": CITYCARE,
+    "kill-hotline-bridge-poll": HOTLINE_POLL,
+    "kill-citycare-bridge-poll": CITYCARE_POLL,
+}
 
 
 # --- load and delivery ----------------------------------------------------------------------------
@@ -770,7 +798,7 @@ async def order_load(
     """Open loop on the platform's simulator: matter `base + i` filed at start + i/rate (its
     number in its text, where the receiver finds it once it is a case); number -> the platform's
     id of it (None: the simulator did not file it). The simulator pushes each to the bridge, in
-    order, again until the bridge takes it."""
+    order, again until the bridge takes it (push mode), or keeps it in its feed (poll mode)."""
     orders: dict[int, str | None] = {}
     url = f"http://127.0.0.1:{port}{partner.sim_path}"
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
@@ -903,7 +931,8 @@ async def run_scenario(stack: Stack, name: str, options: Options) -> dict[str, A
         answers, case_ids = await load
         orders = await orders_load
         accepted = {n for n, status in answers.items() if status == 202}
-        # an order the platform created is owed: the simulator pushes it until the bridge takes it
+        # an order the platform created is owed: the simulator pushes it until the bridge takes
+        # it, or keeps it in its feed, which the bridge reads after its persisted cursor
         owed = accepted | {n for n, order in orders.items() if order is not None}
         print(f"  {name}: load done, {len(owed):,} accepted; waiting for deliveries", flush=True)
         waited = await await_deliveries(

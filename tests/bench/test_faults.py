@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.dispatch import Servers
 from bench.e2e_receiver import CASE_NUMBER
 from bench.faults import (
+    BRIDGE_SCENARIOS,
     CITYCARE,
     ESCALATION_AFTER,
     FAST_CATEGORY,
@@ -21,6 +23,7 @@ from bench.faults import (
     TABLE_END,
     TABLE_START,
     SignalKey,
+    Stack,
     account,
     account_signals,
     account_updates,
@@ -268,3 +271,34 @@ def test_the_fast_policy_gets_one_report_in_five_and_a_platforms_first_kind() ->
     reports = [n for n in range(10**9, 10**9 + 10) if on_fast_policy(n, None)]
     assert len(reports) == 2
     assert on_fast_policy(ORDER_BASE + 4, HOTLINE) and not on_fast_policy(ORDER_BASE + 4, CITYCARE)
+
+
+# --- the bridges in the stack -------------------------------------------------------------------
+
+
+def _bridge_services(scenario: str, tmp_path: Path) -> tuple[dict[str, str], list[str]]:
+    partner = BRIDGE_SCENARIOS[scenario]
+    stack = Stack("faultstest", tmp_path, partner=partner)
+    found = Servers("postgresql+asyncpg://postgres@127.0.0.1/test", "127.0.0.1:9092", None, "x")
+    services = stack._bridge(partner, found, tmp_path, dispatch_port=8101)
+    bridge, simulator = (
+        services[f"{partner.name}{suffix}"] for suffix in ("_bridge", "-simulator")
+    )
+    return bridge.env, simulator.argv
+
+
+def test_a_poll_scenario_s_bridge_reads_the_feed_and_its_simulator_pushes_nothing(
+    tmp_path: Path,
+) -> None:
+    for scenario in ("kill-hotline-bridge-poll", "kill-citycare-bridge-poll"):
+        env, argv = _bridge_services(scenario, tmp_path)
+        assert env["GRIDFLOW_PARTNER_MODE"] == "poll"
+        assert float(env["GRIDFLOW_PARTNER_POLL_SECONDS"]) <= 1.0
+        assert "--bridge" not in argv  # without it the simulator only serves its feed
+
+
+def test_a_push_scenario_s_simulator_pushes_to_its_bridge(tmp_path: Path) -> None:
+    for scenario in ("kill-hotline-bridge", "kill-citycare-bridge"):
+        env, argv = _bridge_services(scenario, tmp_path)
+        assert "GRIDFLOW_PARTNER_MODE" not in env  # the default: push
+        assert argv[argv.index("--bridge") + 1].startswith("http://127.0.0.1:")
