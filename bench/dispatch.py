@@ -477,6 +477,26 @@ class Observed:
         query = sa.select(sa.func.count()).where(self.deliveries.c.status == status)
         return await self.count(query)
 
+    async def answered(self, made: int) -> int | None:
+        """Of `made` deliveries, those no longer pending. Counted on the partial index of the
+        pending ones (deliveries_due: the condition written out, so that a generic plan still
+        matches it), not by reading the whole table as a count by status does: polled 4 times
+        a second while dispatch delivers, that took ~3 % of a core from the phase measured."""
+        pending = await self.count(self.pending_count)
+        return None if pending is None else made - pending
+
+    @property
+    def pending_count(self) -> sa.Select[Any]:
+        condition = sa.text("status = 'pending'")
+        return sa.select(sa.func.count()).select_from(self.deliveries).where(condition)
+
+    async def all_delivered(self, made: int) -> None:
+        """Wait until none of `made` deliveries is pending; fail unless all were delivered."""
+        await _wait_until("deliveries answered", lambda: self.answered(made), made)
+        delivered = await self.with_status("delivered")
+        if delivered != made:
+            raise PhaseError(f"deliveries delivered: {delivered} of {made}, the rest dead")
+
 
 async def _wait_until(
     what: str, progress: Callable[[], Awaitable[int | None]], target: int, *, interval: float = 0.25
@@ -521,7 +541,7 @@ async def delivery_phase(
     """Open the receiver; deliveries reaching `delivered` per second (database and receiver)."""
     opened = time.time()
     receiver.released.set()
-    await _wait_until("deliveries delivered", lambda: observed.with_status("delivered"), count)
+    await observed.all_delivered(count)
     last = await observed.value(sa.select(sa.func.max(observed.deliveries.c.delivered_at)))
     seconds = last.timestamp() - opened
     at_receiver = (receiver.last_at or opened) - opened

@@ -660,9 +660,7 @@ async def dispatch_alone(
         meter.start()
         async with progress("webhooks", deliveries, STAGE_PHASE, None):
             await deliveries.control("release")
-            await _wait_until(
-                "deliveries delivered", lambda: observed.with_status("delivered"), accepted
-            )
+            await observed.all_delivered(accepted)
         delivering_percent = meter.stop()
         delivering_ms = cpu.ms_per(accepted)
         last = await observed.value(sa.select(sa.func.max(observed.deliveries.c.delivered_at)))
