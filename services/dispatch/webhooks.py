@@ -216,7 +216,8 @@ _STORE_RECEIVERS = """
 # - Due: a LATERAL subquery with LIMIT 1, which PostgreSQL runs once per department. Written as
 #   EXISTS it became a semi-join, and the generic plan of the prepared statement (a table of a
 #   few thousand deliveries) read every due delivery and sorted them by department: ~1,000
-#   buffers and 3-5 ms a round while a backlog was delivered, against ~30 buffers now.
+#   buffers and 3-5 ms a round while a backlog was delivered. A probe reads a few buffers per
+#   department, whatever the backlog (tests/services/dispatch/test_schema.py).
 # - In flight: attempts this instance has had answered but not yet recorded ($3) are no longer
 #   in flight at the receiver, so a department's window refills as answers come, not as they
 #   are recorded.
