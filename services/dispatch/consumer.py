@@ -677,12 +677,12 @@ async def write_transitions(
 ) -> None:
     """The audit rows and staged `cases.lifecycle` events of transitions (no followers), in one
     statement with `writes`, the transaction's other writes that do not depend on them."""
-    writes = [*writes, *transition_writes(events, runtime=runtime)]
+    writes = [*writes, *_transition_writes(events, runtime=runtime)]
     if writes:
         await execute_writes(await driver_of(session), writes)
 
 
-def transition_writes(events: Sequence[CaseLifecycleEvent], *, runtime: Runtime) -> list[Write]:
+def _transition_writes(events: Sequence[CaseLifecycleEvent], *, runtime: Runtime) -> list[Write]:
     """The inserts of `write_transitions`: the staged events, then their audit rows."""
     if not events:
         return []

@@ -762,7 +762,7 @@ class Deliverer:
             )
 
     async def _assign(
-        self, driver: asyncpg.Connection, delivered: Sequence[_Answered], *, writes: list[Write]
+        self, driver: asyncpg.Connection, delivered: Sequence[_Answered], *, writes: Sequence[Write]
     ) -> None:
         """The cases of these deliveries are their departments' now (each one's transition from
         its state at that moment: one that moved on meanwhile is left as it is), written in one
@@ -803,16 +803,12 @@ class Deliverer:
             cases[case.case_id] = case._replace(state=event.to_state.value, version=event.version)
             events.append(event)
         if events:
-            writes.append(
-                (
-                    _ASSIGNED,
-                    [
-                        [e.case_id for e in events],
-                        [e.to_state.value for e in events],
-                        [e.version for e in events],
-                        [e.department for e in events],
-                        [e.at for e in events],
-                    ],
-                )
-            )
+            assigned = [
+                [e.case_id for e in events],
+                [e.to_state.value for e in events],
+                [e.version for e in events],
+                [e.department for e in events],
+                [e.at for e in events],
+            ]
+            writes = [*writes, (_ASSIGNED, assigned)]
         await record_transitions(driver, events=events, runtime=self._runtime, writes=writes)
